@@ -1,0 +1,351 @@
+//! One listener's delivery state and the hot path that writes frames to it.
+//!
+//! A [`Sender`] knows the next frame a client needs and how much of it has
+//! gone out. [`Sender::try_send`] gathers everything pending — header bytes,
+//! a copied-out frame remainder, then frames straight from the ring slots — into
+//! one `sendmsg` (bounded by [`MAX_IOV`] pieces and [`MAX_SEND_BYTES`]), then
+//! validates every slot it sent from (seqlock check after the send). Nothing is
+//! copied per client on this path.
+//!
+//! When the socket buffer is full the client is *blocked*: the remainder of the
+//! frame it is in (or the whole next frame) is copied out of the ring into a
+//! small per-client buffer, validated, and written with glommio's write, which
+//! waits for the socket to become writable. That copy is what lets a blocked
+//! client survive being lapped without ever sending a torn or truncated frame:
+//! the frame it is in the middle of is safe in its own buffer, and when it comes
+//! back it skips forward to the newest frame at a frame boundary. The buffer is
+//! at most one frame and exists only while a client is blocked.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use crate::ring::Ring;
+use crate::stats::ClientStats;
+use crate::stream::Stream;
+use crate::sys::{self, io_slice, IoSlice, SendResult};
+
+/// Most pieces in one vectored send (header + tail + frames).
+pub const MAX_IOV: usize = 64;
+/// Most bytes asked of one vectored send.
+pub const MAX_SEND_BYTES: usize = 256 * 1024;
+
+/// What one call of [`Sender::try_send`] did.
+#[derive(Debug)]
+pub enum Step {
+    /// Bytes went out; call again.
+    Progress,
+    /// Nothing is pending: wait for a new frame.
+    CaughtUp,
+    /// The socket buffer is full: call [`Sender::prepare_blocked`] and write
+    /// [`Sender::blocked_bytes`] with an awaiting write.
+    Blocked,
+    /// The response is over.
+    Finished(End),
+}
+
+/// Why a response ended.
+#[derive(Debug)]
+pub enum End {
+    /// `client-max-bytes` reached after whole frames.
+    MaxBytes,
+    /// A frame being sent was overwritten (torn) or could not be completed.
+    Torn,
+    /// The socket failed (peer gone).
+    Failed(io::Error),
+}
+
+/// A client's position in the ring and what of it is on its way out.
+#[derive(Debug)]
+pub struct Sender {
+    ring: Arc<Ring>,
+    fd: RawFd,
+    /// Next frame (number) to send from the ring.
+    pub next: u64,
+    /// Bytes of frame `next` already sent (a partial send).
+    offset: usize,
+    /// True until the header bytes of the stream have been taken.
+    needs_header: bool,
+    /// Header bytes to send before any frame, and how many went out.
+    prefix: Option<Arc<[u8]>>,
+    prefix_pos: usize,
+    /// The remainder of one frame copied out of the ring (blocked clients
+    /// only; always ends at a frame end), and how much of it went out.
+    tail: Vec<u8>,
+    tail_pos: usize,
+    /// End the response after the whole frame that reaches this many frame
+    /// bytes; 0 = never.
+    max_bytes: u64,
+    /// Frame bytes of frames already sent whole or moved into `tail`.
+    body_bytes: u64,
+    /// Bytes written to the socket (header bytes and frames).
+    pub bytes_sent: u64,
+    /// Whole frames written.
+    pub frames_sent: u64,
+    /// Frames skipped because the client was lapped.
+    pub frames_skipped: u64,
+}
+
+impl Sender {
+    /// A sender for a client of `stream` on socket `fd`, starting at frame
+    /// `start`.
+    pub fn new(stream: &Stream, fd: RawFd, start: u64) -> Sender {
+        Sender {
+            ring: stream.ring.clone(),
+            fd,
+            next: start,
+            offset: 0,
+            needs_header: stream.config.header_bytes > 0,
+            prefix: None,
+            prefix_pos: 0,
+            tail: Vec::new(),
+            tail_pos: 0,
+            max_bytes: stream.config.client_max_bytes,
+            body_bytes: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            frames_skipped: 0,
+        }
+    }
+
+    /// True when owned bytes (header or copied frame) are waiting to go out.
+    fn owned_pending(&self) -> bool {
+        self.prefix.is_some() || self.tail_pos < self.tail.len()
+    }
+
+    /// True when the response has all the frames `client-max-bytes` allows.
+    pub fn limit_reached(&self) -> bool {
+        self.max_bytes > 0 && self.body_bytes >= self.max_bytes
+    }
+
+    /// True when nothing is half-sent.
+    pub fn at_boundary(&self) -> bool {
+        self.offset == 0 && !self.owned_pending()
+    }
+
+    /// If the client fell too far behind, jump to the newest frame (only at a
+    /// frame boundary in the ring: a half-sent frame is completed or the client
+    /// is torn).
+    fn skip_if_lapped(&mut self, head: u64, stats: &ClientStats) {
+        if self.offset == 0 && head > 0 && self.next < self.ring.oldest_safe(head) {
+            let newest = head - 1;
+            let skipped = newest - self.next;
+            self.frames_skipped += skipped;
+            stats.frames_skipped.add(skipped);
+            stats.laps.inc();
+            self.next = newest;
+        }
+    }
+
+    /// Take the stream's header bytes before the first frame goes out.
+    fn take_header(&mut self, stream: &Stream) {
+        self.needs_header = false;
+        let h = stream.header();
+        if !h.bytes.is_empty() {
+            self.prefix = Some(h.bytes);
+            self.prefix_pos = 0;
+        }
+    }
+
+    /// Send everything pending in one `sendmsg`.
+    pub fn try_send(&mut self, stream: &Stream, stats: &ClientStats) -> Step {
+        let head = self.ring.head();
+        if self.needs_header && head > self.next {
+            self.take_header(stream);
+        }
+        self.skip_if_lapped(head, stats);
+
+        let mut iov: [IoSlice; MAX_IOV] = [io_slice(std::ptr::null(), 0); MAX_IOV];
+        // For each frame piece: (frame number, full length, bytes in the piece).
+        let mut pieces: [(u64, usize, usize); MAX_IOV] = [(0, 0, 0); MAX_IOV];
+        let mut count = 0;
+        let mut owned = 0; // how many leading iovecs are owned bytes
+        let mut total = 0usize;
+        if let Some(p) = &self.prefix {
+            let rest = &p[self.prefix_pos..];
+            iov[count] = io_slice(rest.as_ptr(), rest.len());
+            count += 1;
+            owned += 1;
+            total += rest.len();
+        }
+        if self.tail_pos < self.tail.len() {
+            let rest = &self.tail[self.tail_pos..];
+            iov[count] = io_slice(rest.as_ptr(), rest.len());
+            count += 1;
+            owned += 1;
+            total += rest.len();
+        }
+        let mut planned = self.body_bytes;
+        let mut n = self.next;
+        let mut frames = 0;
+        // Header bytes must go before the first frame; if they are not taken
+        // yet (no frame was available a moment ago) add no frame now.
+        while !self.needs_header && n < head && count < MAX_IOV && total < MAX_SEND_BYTES {
+            if self.max_bytes > 0 && planned >= self.max_bytes {
+                break;
+            }
+            let Some(f) = self.ring.frame(n) else {
+                if n == self.next && self.offset > 0 {
+                    // The half-sent frame was overwritten: it cannot be
+                    // completed, and the client must not get a truncated frame
+                    // followed by more data.
+                    return Step::Finished(End::Torn);
+                }
+                // Lapped since we read head: the next call skips forward.
+                break;
+            };
+            let start = if n == self.next { self.offset.min(f.len) } else { 0 };
+            // SAFETY (pointer arithmetic only): start <= f.len, inside the slot.
+            let ptr = unsafe { f.ptr.add(start) };
+            iov[count] = io_slice(ptr, f.len - start);
+            pieces[frames] = (n, f.len, f.len - start);
+            count += 1;
+            frames += 1;
+            total += f.len - start;
+            planned += f.len as u64;
+            n += 1;
+        }
+        if count == 0 {
+            if head > self.next && self.offset == 0 && !self.limit_reached() && !self.needs_header {
+                // A frame exists but its slot was overwritten under us: go
+                // round again, the lap check will move us forward.
+                return Step::Progress;
+            }
+            if self.limit_reached() && self.at_boundary() {
+                return Step::Finished(End::MaxBytes);
+            }
+            return Step::CaughtUp;
+        }
+
+        // SAFETY: every iovec points either into `self.prefix` / `self.tail`
+        // (owned by `self`, untouched until the call returns) or into ring
+        // slots, which stay mapped while `self.ring` (an Arc) is alive. Slot
+        // bytes may change during the call; that is detected below.
+        let result = unsafe { sys::send_vectored(self.fd, &iov[..count]) };
+        let sent = match result {
+            SendResult::Sent(k) => k,
+            SendResult::WouldBlock => {
+                stats.would_block.inc();
+                return Step::Blocked;
+            }
+            SendResult::Failed(e) => return Step::Finished(End::Failed(e)),
+        };
+        stats.sends.inc();
+        stats.bytes_out.add(sent as u64);
+        self.bytes_sent += sent as u64;
+        let mut left = sent;
+
+        // Owned pieces first.
+        if let Some(p) = &self.prefix {
+            let used = (p.len() - self.prefix_pos).min(left);
+            self.prefix_pos += used;
+            left -= used;
+            if self.prefix_pos == p.len() {
+                self.prefix = None;
+                self.prefix_pos = 0;
+            }
+        }
+        if owned > 0 && self.tail_pos < self.tail.len() {
+            let used = (self.tail.len() - self.tail_pos).min(left);
+            self.tail_pos += used;
+            left -= used;
+            if self.tail_pos == self.tail.len() {
+                self.finish_tail(stats);
+            }
+        }
+        // Then ring frames: validate each one any byte of which went out.
+        for &(num, full, piece) in &pieces[..frames] {
+            if left == 0 {
+                break;
+            }
+            if !self.ring.still_valid(num) {
+                return Step::Finished(End::Torn);
+            }
+            if left >= piece {
+                left -= piece;
+                self.next = num + 1;
+                self.offset = 0;
+                self.body_bytes += full as u64;
+                self.frames_sent += 1;
+                stats.frames_out.inc();
+            } else {
+                self.offset = full - piece + left;
+                left = 0;
+            }
+        }
+        Step::Progress
+    }
+
+    fn finish_tail(&mut self, stats: &ClientStats) {
+        self.tail.clear();
+        self.tail_pos = 0;
+        self.frames_sent += 1;
+        stats.frames_out.inc();
+        if self.tail.capacity() > 4096 {
+            // Keep a blocked client's memory small once it has recovered.
+            self.tail = Vec::new();
+        }
+    }
+
+    /// Before waiting for the socket: make sure the bytes to write next are
+    /// owned (header, or the current frame's remainder copied out of the ring
+    /// and validated), so being lapped while blocked cannot tear them.
+    pub fn prepare_blocked(&mut self, stream: &Stream, stats: &ClientStats) -> Result<(), End> {
+        if self.owned_pending() {
+            return Ok(());
+        }
+        let head = self.ring.head();
+        if self.needs_header && head > self.next {
+            self.take_header(stream);
+            if self.owned_pending() {
+                return Ok(());
+            }
+        }
+        self.skip_if_lapped(head, stats);
+        if self.next >= head {
+            return Ok(());
+        }
+        let offset = self.offset;
+        if self.ring.copy_frame_from(self.next, offset, &mut self.tail) {
+            self.tail_pos = 0;
+            self.body_bytes += (offset + self.tail.len()) as u64;
+            self.next += 1;
+            self.offset = 0;
+            Ok(())
+        } else if offset > 0 {
+            Err(End::Torn)
+        } else {
+            // Overwritten between the lap check and the copy: the next
+            // try_send skips forward.
+            self.tail.clear();
+            Ok(())
+        }
+    }
+
+    /// Owned bytes to write with an awaiting write while blocked (empty when
+    /// there are none, e.g. the frame vanished; then just try again).
+    pub fn blocked_bytes(&self) -> &[u8] {
+        if let Some(p) = &self.prefix {
+            return &p[self.prefix_pos..];
+        }
+        &self.tail[self.tail_pos..]
+    }
+
+    /// Account `n` bytes of [`Sender::blocked_bytes`] written.
+    pub fn blocked_written(&mut self, n: usize, stats: &ClientStats) {
+        self.bytes_sent += n as u64;
+        stats.bytes_out.add(n as u64);
+        if let Some(p) = &self.prefix {
+            self.prefix_pos += n.min(p.len() - self.prefix_pos);
+            if self.prefix_pos == p.len() {
+                self.prefix = None;
+                self.prefix_pos = 0;
+            }
+            return;
+        }
+        self.tail_pos = (self.tail_pos + n).min(self.tail.len());
+        if !self.tail.is_empty() && self.tail_pos == self.tail.len() {
+            self.finish_tail(stats);
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! HTTP: read and parse a request head with a size limit, and the bytes of
+//! every response ringcast sends.
+//!
+//! ringcast answers GET with `200` and the stream, HEAD with the same headers
+//! and no body, any other method with `405`, and a malformed request with
+//! `400`. A request head larger than [`MAX_REQUEST_BYTES`] gets `431`; one
+//! that does not arrive within the header timeout gets `408`. The stream's
+//! body is delimited by connection close (no chunking), as Icecast does and as
+//! HTTP/1.1 allows.
+
+/// Largest request head accepted.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Most headers parsed.
+const MAX_HEADERS: usize = 64;
+
+/// Request methods ringcast serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Send the stream.
+    Get,
+    /// Send the headers only.
+    Head,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// Path without the query string.
+    pub path: String,
+    /// Query string (after '?'), possibly empty.
+    pub query: String,
+    /// HTTP minor version (0 or 1).
+    pub minor_version: u8,
+    /// Bytes the head took (a body or pipelined data may follow).
+    pub head_len: usize,
+}
+
+/// Why a request is refused; each maps to one status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// Not HTTP, or broken syntax → 400.
+    Malformed,
+    /// A method other than GET/HEAD → 405.
+    MethodNotAllowed,
+    /// Head larger than the limit → 431.
+    TooLarge,
+}
+
+/// Outcome of parsing what has arrived so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse {
+    /// A whole head.
+    Complete(Request),
+    /// Need more bytes (not an error).
+    Partial,
+}
+
+/// Parse the bytes received so far.
+pub fn parse_request(buf: &[u8]) -> Result<Parse, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            let method = match req.method {
+                Some("GET") => Method::Get,
+                Some("HEAD") => Method::Head,
+                Some(_) => return Err(RequestError::MethodNotAllowed),
+                None => return Err(RequestError::Malformed),
+            };
+            let target = req.path.ok_or(RequestError::Malformed)?;
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, q),
+                None => (target, ""),
+            };
+            // Absolute-form targets (proxies) are reduced to their path.
+            let path = if let Some(rest) = path.strip_prefix("http://") {
+                rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
+            } else {
+                path
+            };
+            if !path.starts_with('/') && path != "*" {
+                return Err(RequestError::Malformed);
+            }
+            Ok(Parse::Complete(Request {
+                method,
+                path: path.to_string(),
+                query: query.to_string(),
+                minor_version: req.version.unwrap_or(1),
+                head_len,
+            }))
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= MAX_REQUEST_BYTES {
+                Err(RequestError::TooLarge)
+            } else {
+                Ok(Parse::Partial)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(RequestError::TooLarge),
+        Err(_) => Err(RequestError::Malformed),
+    }
+}
+
+/// The response head for a stream.
+pub fn stream_head(minor_version: u8, content_type: &str) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    h.extend_from_slice(if minor_version == 0 { b"HTTP/1.0 200 OK\r\n" } else { b"HTTP/1.1 200 OK\r\n" });
+    h.extend_from_slice(b"Content-Type: ");
+    h.extend_from_slice(sanitize(content_type).as_bytes());
+    h.extend_from_slice(
+        b"\r\nCache-Control: no-cache, no-store\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\nServer: ringcast/",
+    );
+    h.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    h.extend_from_slice(b"\r\n\r\n");
+    h
+}
+
+/// A complete short response (status line, headers, text body).
+pub fn simple_response(status: u16, reason: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}Server: ringcast/{}\r\n\r\n{body}",
+        body.len(),
+        env!("CARGO_PKG_VERSION"),
+    )
+    .into_bytes()
+}
+
+/// The response for a refused request.
+pub fn error_response(err: RequestError) -> Vec<u8> {
+    match err {
+        RequestError::Malformed => simple_response(400, "Bad Request", "", "bad request\n"),
+        RequestError::MethodNotAllowed => {
+            simple_response(405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n")
+        }
+        RequestError::TooLarge => {
+            simple_response(431, "Request Header Fields Too Large", "", "request header too large\n")
+        }
+    }
+}
+
+/// The response when the request head did not arrive in time.
+pub fn timeout_response() -> Vec<u8> {
+    simple_response(408, "Request Timeout", "", "request header timeout\n")
+}
+
+/// The response for an unknown path.
+pub fn not_found_response() -> Vec<u8> {
+    simple_response(404, "Not Found", "", "no such stream\n")
+}
+
+/// The response when a client limit is reached.
+pub fn unavailable_response() -> Vec<u8> {
+    simple_response(503, "Service Unavailable", "Retry-After: 5\r\n", "too many listeners\n")
+}
+
+/// Header values come from configuration; keep CR/LF out of the response.
+fn sanitize(v: &str) -> String {
+    v.chars().filter(|c| *c != '\r' && *c != '\n').collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn get_and_head() {
+        let r = parse_request(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\nrest").unwrap();
+        assert_eq!(
+            r,
+            Parse::Complete(Request {
+                method: Method::Get,
+                path: "/a".into(),
+                query: "b=1".into(),
+                minor_version: 1,
+                head_len: 33,
+            })
+        );
+        match parse_request(b"HEAD / HTTP/1.0\r\n\r\n").unwrap() {
+            Parse::Complete(r) => {
+                assert_eq!(r.method, Method::Head);
+                assert_eq!(r.minor_version, 0);
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_and_errors() {
+        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHo").unwrap(), Parse::Partial);
+        assert_eq!(parse_request(b"POST / HTTP/1.1\r\n\r\n"), Err(RequestError::MethodNotAllowed));
+        assert_eq!(parse_request(b"\x16\x03\x01garbage\r\n\r\n"), Err(RequestError::Malformed));
+        assert_eq!(parse_request(b"GET nopath HTTP/1.1\r\n\r\n"), Err(RequestError::Malformed));
+        let big = vec![b'a'; MAX_REQUEST_BYTES];
+        let mut req = b"GET /".to_vec();
+        req.extend_from_slice(&big);
+        assert_eq!(parse_request(&req), Err(RequestError::TooLarge));
+    }
+
+    #[test]
+    fn heads_are_well_formed() {
+        let h = String::from_utf8(stream_head(1, "audio/mpeg\r\nX: y")).unwrap();
+        assert!(h.starts_with("HTTP/1.1 200 OK\r\nContent-Type: audio/mpegX: y\r\n"));
+        assert!(h.ends_with("\r\n\r\n"));
+        let r = String::from_utf8(error_response(RequestError::Malformed)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(r.ends_with("\r\n\r\nbad request\n"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_request(&data);
+        }
+    }
+}

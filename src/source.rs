@@ -1,0 +1,555 @@
+//! The source side of a stream: open the file / FIFO / command, read it, cut it
+//! into frames, publish them to the ring, and keep going when it fails.
+//!
+//! Each stream has one source thread (pinned to the source core, never on a
+//! shard's executor) that blocks in `poll` on the source descriptor and the
+//! stream's control eventfd. It never waits for a client: it publishes into the
+//! ring and rings the shards' bells.
+//!
+//! Life of a source, as streamserve does it but with the flaws fixed:
+//! - opened lazily, when the first client arrives;
+//! - header bytes (`-header-bytes`) captured at each open, before any frame;
+//! - with `-reopen`, an end or failure is followed by a reopen after an
+//!   exponential backoff (100 ms doubling to 5 s, reset after a session that
+//!   lasted 5 s), so a command that exits at once or does not exist costs
+//!   nearly nothing and never takes the server down;
+//! - with `-close-idle`, the source is closed (the command killed) when the last
+//!   client leaves, and the next client starts it again;
+//! - `-max-quiet-interval Q`: a source silent for Q is killed and then reopened
+//!   or ended per `-reopen`;
+//! - `-source-bandwidth`: reads are paced to that many bytes/s against absolute
+//!   time; the first frame goes out at once.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::SourceSpec;
+use crate::framing::{new_framer, Framer, FramerStats};
+use crate::ring::RingWriter;
+use crate::stream::{Bell, SourceState, Stream};
+use crate::sys::{self, EventFd};
+
+/// First reopen delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest reopen delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A session that lasted this long resets the backoff.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(5);
+/// How long a command gets to exit after SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_millis(1000);
+/// Bytes read from the source at most per read().
+const READ_BUF: usize = 64 * 1024;
+
+/// What a source thread needs.
+pub struct SourceContext {
+    /// The stream it feeds.
+    pub stream: Arc<Stream>,
+    /// Every shard's bell, rung after frames are published or state changes.
+    pub bells: Arc<[Bell]>,
+    /// Core to pin the thread to, if any.
+    pub core: Option<core_affinity::CoreId>,
+    /// Log statistics this often.
+    pub stat_log_interval: Option<Duration>,
+    /// Signalled when this source ends for good (the server may then exit).
+    pub ended: Arc<EventFd>,
+}
+
+/// Start the source thread of a stream.
+pub fn spawn(ctx: SourceContext) -> io::Result<JoinHandle<()>> {
+    let name = format!("source-{}", ctx.stream.index);
+    std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(core) = ctx.core {
+            core_affinity::set_for_current(core);
+        }
+        SourceThread::new(ctx).run();
+    })
+}
+
+/// An open source.
+enum Opened {
+    File(File),
+    Command {
+        child: Child,
+        stdout: ChildStdout,
+        program: String,
+    },
+    Demo(std::io::PipeReader),
+}
+
+impl Opened {
+    fn fd(&self) -> RawFd {
+        match self {
+            Opened::File(f) => f.as_raw_fd(),
+            Opened::Command { stdout, .. } => stdout.as_raw_fd(),
+            Opened::Demo(p) => p.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Opened::File(f) => f.read(buf),
+            Opened::Command { stdout, .. } => stdout.read(buf),
+            Opened::Demo(p) => p.read(buf),
+        }
+    }
+
+    /// Close the source; a command is asked to stop (SIGTERM to its process
+    /// group), then killed if it lingers. Returns a description of how a
+    /// command ended, for the log.
+    fn close(self) -> Option<String> {
+        match self {
+            Opened::File(_) | Opened::Demo(_) => None,
+            Opened::Command {
+                mut child,
+                stdout,
+                program,
+            } => {
+                drop(stdout);
+                let status = match child.try_wait() {
+                    Ok(Some(status)) => Some(status),
+                    _ => {
+                        let pgid = child.id();
+                        // Negative pid: the whole process group the command
+                        // leads, so pipelines under `sh -c` stop too.
+                        let _ = sys::kill(pgid.wrapping_neg(), libc::SIGTERM);
+                        let deadline = Instant::now() + KILL_GRACE;
+                        loop {
+                            match child.try_wait() {
+                                Ok(Some(status)) => break Some(status),
+                                Ok(None) if Instant::now() < deadline => {
+                                    std::thread::sleep(Duration::from_millis(5))
+                                }
+                                _ => {
+                                    let _ = sys::kill(pgid.wrapping_neg(), libc::SIGKILL);
+                                    break child.wait().ok();
+                                }
+                            }
+                        }
+                    }
+                };
+                // Reap any straggler in the group without blocking.
+                let _ = sys::kill(child.id().wrapping_neg(), libc::SIGKILL);
+                Some(match status {
+                    Some(s) => format!("command {program} ended: {s}"),
+                    None => format!("command {program} ended"),
+                })
+            }
+        }
+    }
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// End of file / the command closed its stdout.
+    Eof,
+    /// A read error.
+    Error(io::Error),
+    /// Silent for max-quiet-interval.
+    Quiet,
+    /// The last client left and close-idle is on.
+    Idle,
+    /// The server is stopping.
+    Stop,
+}
+
+struct SourceThread {
+    ctx: SourceContext,
+    writer: RingWriter,
+    framer: Box<dyn Framer>,
+    /// Framer counters already added to the stream's stats.
+    framer_seen: FramerStats,
+    buf: Vec<u8>,
+    backoff: Duration,
+    last_stat_log: Instant,
+}
+
+impl SourceThread {
+    fn new(ctx: SourceContext) -> SourceThread {
+        let cfg = &ctx.stream.config;
+        let framer = new_framer(cfg.framer, cfg.frame_bytes);
+        let writer = RingWriter::new(ctx.stream.ring.clone());
+        SourceThread {
+            ctx,
+            writer,
+            framer,
+            framer_seen: FramerStats::default(),
+            buf: vec![0; READ_BUF],
+            backoff: BACKOFF_MIN,
+            last_stat_log: Instant::now(),
+        }
+    }
+
+    fn stream(&self) -> &Stream {
+        &self.ctx.stream
+    }
+
+    fn set_state(&self, s: SourceState) {
+        self.stream().set_state(s);
+        self.ring_bells();
+    }
+
+    fn ring_bells(&self) {
+        for bell in self.ctx.bells.iter() {
+            bell.ring();
+        }
+    }
+
+    /// Sleep until the control eventfd fires or `timeout` passes.
+    fn wait_control(&self, timeout: Option<Duration>) {
+        let fd = self.stream().control.raw();
+        if let Err(e) = sys::wait_readable(&[fd], timeout) {
+            log::error!("source stream={} poll failed: {e}", self.stream().name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stream().control.drain();
+    }
+
+    fn run(mut self) {
+        // True while the source has not run yet or was closed for idleness:
+        // then it waits for a client before opening (lazy start).
+        let mut wait_for_client = true;
+        loop {
+            if self.stream().stop_requested() {
+                break;
+            }
+            if wait_for_client && self.stream().clients() == 0 {
+                self.set_state(SourceState::Idle);
+                self.wait_control(None);
+                continue;
+            }
+            self.set_state(SourceState::Opening);
+            let opened = match self.open() {
+                Ok(o) => o,
+                Err(e) => {
+                    self.stream().source_stats.open_errors.inc();
+                    log::error!("source stream={} open failed: {e}", self.stream().name);
+                    if !self.stream().config.reopen {
+                        break;
+                    }
+                    if !self.back_off() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            wait_for_client = false;
+            self.stream().source_stats.opens.inc();
+            log::info!(
+                "source opened stream={} source={}",
+                self.stream().name,
+                describe(&self.stream().config.source)
+            );
+            let began = Instant::now();
+            let (end, opened) = self.session(opened);
+            let how = opened.close();
+            self.end_session();
+            let reason = match &end {
+                SessionEnd::Eof => "end of stream".to_string(),
+                SessionEnd::Error(e) => format!("read error: {e}"),
+                SessionEnd::Quiet => "quiet too long".to_string(),
+                SessionEnd::Idle => "last client left".to_string(),
+                SessionEnd::Stop => "server stopping".to_string(),
+            };
+            let s = &self.stream().source_stats;
+            log::info!(
+                "source closed stream={} reason=\"{reason}\"{} elapsed={:.3}s bytes_in={} frames_in={} invalid_bytes={}",
+                self.stream().name,
+                how.map(|h| format!(" detail=\"{h}\"")).unwrap_or_default(),
+                began.elapsed().as_secs_f64(),
+                s.bytes_in.get(),
+                s.frames_in.get(),
+                s.invalid_bytes.get(),
+            );
+            match end {
+                SessionEnd::Stop => break,
+                SessionEnd::Idle => {
+                    s.idle_closes.inc();
+                    wait_for_client = true;
+                }
+                SessionEnd::Quiet | SessionEnd::Eof | SessionEnd::Error(_) => {
+                    if matches!(end, SessionEnd::Quiet) {
+                        s.quiet_kills.inc();
+                    } else {
+                        s.ends.inc();
+                    }
+                    if !self.stream().config.reopen {
+                        break;
+                    }
+                    if began.elapsed() >= BACKOFF_RESET_AFTER {
+                        self.backoff = BACKOFF_MIN;
+                    }
+                    if !self.back_off() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.set_state(SourceState::Ended);
+        log::info!("source ended stream={}", self.stream().name);
+        self.ctx.ended.signal();
+    }
+
+    /// Wait out the backoff (interrupted by a stop request). With close-idle,
+    /// a backoff with no client left turns into idleness. Returns false when
+    /// the thread should stop.
+    fn back_off(&mut self) -> bool {
+        self.set_state(SourceState::BackingOff);
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        log::warn!(
+            "source stream={} reopening in {:.1}s",
+            self.stream().name,
+            delay.as_secs_f64()
+        );
+        let until = Instant::now() + delay;
+        loop {
+            if self.stream().stop_requested() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            self.wait_control(Some(until - now));
+        }
+    }
+
+    fn open(&self) -> io::Result<Opened> {
+        match &self.stream().config.source {
+            SourceSpec::Path(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                Ok(Opened::File(file))
+            }
+            SourceSpec::Exec { program, args } => {
+                let mut cmd = Command::new(program);
+                cmd.args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0);
+                sys::kill_with_parent(&mut cmd);
+                let mut child = cmd
+                    .spawn()
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot start command {program}: {e}")))?;
+                let stdout = child.stdout.take().ok_or_else(|| io::Error::other("command has no stdout"))?;
+                sys::set_nonblocking(stdout.as_raw_fd())?;
+                if let Some(stderr) = child.stderr.take() {
+                    let label = format!("{}: {}", self.stream().name, program);
+                    let _ = std::thread::Builder::new()
+                        .name("source-stderr".into())
+                        .spawn(move || log_lines(label, stderr));
+                }
+                Ok(Opened::Command {
+                    child,
+                    stdout,
+                    program: program.clone(),
+                })
+            }
+            SourceSpec::Demo => {
+                let reader = crate::demo::spawn()?;
+                sys::set_nonblocking(reader.as_raw_fd())?;
+                Ok(Opened::Demo(reader))
+            }
+        }
+    }
+
+    /// Read one session until it ends.
+    fn session(&mut self, mut opened: Opened) -> (SessionEnd, Opened) {
+        let cfg = self.stream().config.clone();
+        let control = self.stream().control.raw();
+        let mut header: Vec<u8> = Vec::with_capacity(cfg.header_bytes);
+        let mut header_done = cfg.header_bytes == 0;
+        if header_done {
+            self.stream().begin_session(self.writer.ring().head(), Vec::new());
+            self.ring_bells();
+        }
+        let began = Instant::now();
+        let mut last_data = began;
+        // Pacing: bytes we may have read by now = first frame + rate * elapsed.
+        let mut consumed: u64 = 0;
+        let mut pace_origin = began;
+        let initial_allowance = cfg.frame_bytes as u64;
+        loop {
+            if self.stream().stop_requested() {
+                return (SessionEnd::Stop, opened);
+            }
+            if cfg.close_idle && self.stream().clients() == 0 {
+                return (SessionEnd::Idle, opened);
+            }
+            let now = Instant::now();
+            let mut timeout: Option<Duration> = None;
+            let mut shorten = |d: Duration| timeout = Some(timeout.map_or(d, |t: Duration| t.min(d)));
+            if let Some(q) = cfg.max_quiet_interval {
+                let quiet = now - last_data;
+                if quiet >= q {
+                    log::warn!(
+                        "source stream={} quiet for {:.1}s, closing it",
+                        self.stream().name,
+                        quiet.as_secs_f64()
+                    );
+                    return (SessionEnd::Quiet, opened);
+                }
+                shorten(q - quiet);
+            }
+            if let Some(interval) = self.ctx.stat_log_interval {
+                let since = now - self.last_stat_log;
+                if since >= interval {
+                    self.log_stats();
+                    self.last_stat_log = now;
+                    shorten(interval);
+                } else {
+                    shorten(interval - since);
+                }
+            }
+            let mut want = self.buf.len();
+            if cfg.source_bandwidth > 0 {
+                let rate = cfg.source_bandwidth;
+                let elapsed = now - pace_origin;
+                let allowed = initial_allowance
+                    + (elapsed.as_secs_f64() * rate as f64) as u64;
+                // Do not bank more than a quarter second of idle time.
+                let cap = consumed + initial_allowance.max(rate / 4);
+                if allowed > cap {
+                    let excess = allowed - cap;
+                    pace_origin += Duration::from_secs_f64(excess as f64 / rate as f64);
+                }
+                let allowed = allowed.min(cap);
+                let room = allowed.saturating_sub(consumed) as usize;
+                if room == 0 {
+                    let missing = (consumed + 1).saturating_sub(allowed).max(1);
+                    shorten(Duration::from_secs_f64(missing as f64 / rate as f64).max(Duration::from_millis(1)));
+                    self.wait_control(timeout);
+                    continue;
+                }
+                want = want.min(room);
+            }
+            let ready = match sys::wait_readable(&[opened.fd(), control], timeout) {
+                Ok(r) => r,
+                Err(e) => return (SessionEnd::Error(e), opened),
+            };
+            if ready[1] {
+                self.stream().control.drain();
+            }
+            if !ready[0] {
+                continue;
+            }
+            let n = match opened.read(&mut self.buf[..want]) {
+                Ok(0) => return (SessionEnd::Eof, opened),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return (SessionEnd::Error(e), opened),
+            };
+            last_data = Instant::now();
+            consumed += n as u64;
+            self.stream().source_stats.bytes_in.add(n as u64);
+            let mut chunk_start = 0;
+            if !header_done {
+                let take = (cfg.header_bytes - header.len()).min(n);
+                header.extend_from_slice(&self.buf[..take]);
+                chunk_start = take;
+                if header.len() == cfg.header_bytes {
+                    header_done = true;
+                    self.stream().source_stats.header_bytes.set(header.len() as u64);
+                    self.stream()
+                        .begin_session(self.writer.ring().head(), std::mem::take(&mut header));
+                    self.ring_bells();
+                }
+            }
+            if chunk_start < n {
+                self.feed(chunk_start, n);
+            }
+        }
+    }
+
+    /// Frame `buf[from..to]` and publish every whole frame.
+    fn feed(&mut self, from: usize, to: usize) {
+        let writer = &mut self.writer;
+        let mut published = 0u64;
+        self.framer.push(&self.buf[from..to], &mut |frame: &[u8]| {
+            if writer.publish(frame).is_some() {
+                published += 1;
+            }
+        });
+        self.sync_framer_stats();
+        if published > 0 {
+            self.stream().source_stats.frames_in.add(published);
+            self.ring_bells();
+        }
+    }
+
+    /// Add what the framer counted since last time to the stream's counters.
+    fn sync_framer_stats(&mut self) {
+        let now = self.framer.stats();
+        let s = &self.ctx.stream.source_stats;
+        s.invalid_bytes.add(now.invalid_bytes - self.framer_seen.invalid_bytes);
+        s.oversized_frames.add(now.oversized_frames - self.framer_seen.oversized_frames);
+        self.framer_seen = now;
+    }
+
+    fn end_session(&mut self) {
+        self.framer.reset();
+        self.sync_framer_stats();
+    }
+
+    fn log_stats(&self) {
+        let st = self.stream();
+        let s = &st.source_stats;
+        let (mut bytes_out, mut frames_out, mut skipped) = (0, 0, 0);
+        for c in &st.client_stats {
+            bytes_out += c.bytes_out.get();
+            frames_out += c.frames_out.get();
+            skipped += c.frames_skipped.get();
+        }
+        log::info!(
+            "source stats stream={} state={} clients={} bytes_in={} frames_in={} invalid_bytes={} opens={} bytes_out={} frames_out={} skipped={}",
+            st.name,
+            st.state().name(),
+            st.clients(),
+            s.bytes_in.get(),
+            s.frames_in.get(),
+            s.invalid_bytes.get(),
+            s.opens.get(),
+            bytes_out,
+            frames_out,
+            skipped
+        );
+    }
+}
+
+/// Log every line a command writes to stderr, labelled with its name.
+fn log_lines(label: String, stderr: std::process::ChildStderr) {
+    let reader = BufReader::new(stderr);
+    for line in reader.split(b'\n') {
+        match line {
+            Ok(line) => log::info!("source stderr {label}: {}", String::from_utf8_lossy(&line).trim_end()),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A short description of a source for the log.
+pub fn describe(spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec::Path(p) => format!("path:{}", p.display()),
+        SourceSpec::Exec { program, args } => {
+            let mut s = format!("exec:{program}");
+            for a in args {
+                s.push(' ');
+                s.push_str(a);
+            }
+            s
+        }
+        SourceSpec::Demo => "demo:tone".to_string(),
+    }
+}
