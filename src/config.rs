@@ -285,7 +285,7 @@ static FLAGS: &[FlagDef] = &[
         name: "frame-filter",
         kind: Kind::Value("string"),
         default: "raw",
-        help: "how to cut the stream into frames: raw (fixed size; \"\" also means raw) or mp3",
+        help: "how to cut the stream into frames: raw (fixed size; \"\" also means raw) or mp3 (alias: -filter)",
         streamserve: true,
     },
     FlagDef {
@@ -413,7 +413,7 @@ static FLAGS: &[FlagDef] = &[
         name: "check-config",
         kind: Kind::Bool,
         default: "false",
-        help: "check the configuration, print it and exit",
+        help: "check the configuration and exit: status 0 if it is valid, 1 and the problem if not",
         streamserve: false,
     },
     FlagDef {
@@ -436,6 +436,8 @@ fn def(flag: Flag) -> &'static FlagDef {
 }
 
 fn lookup(name: &str) -> Option<&'static FlagDef> {
+    // streamserve's own README spells -frame-filter as -filter: accept both.
+    let name = if name == "filter" { "frame-filter" } else { name };
     FLAGS.iter().find(|d| d.name == name)
 }
 

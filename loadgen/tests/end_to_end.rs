@@ -1,0 +1,249 @@
+//! End to end: `source` logic feeding a trivial std::net HTTP server on 127.0.0.1, and
+//! the `clients` engine reading from it. Every loop here is bounded in count and time.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use loadgen::clients::{self, ClientsConfig};
+use loadgen::http::parse_url;
+use loadgen::parse;
+use loadgen::source::{self, SourceConfig};
+use loadgen::stats::Report;
+
+const FRAME: usize = 1000;
+const RATE: u64 = 16_000;
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// `HTTP/1.1 200 OK` then raw frames until close (ringcast's framing).
+    Plain,
+    /// Each frame sent as one chunk of a chunked response.
+    Chunked,
+    /// Like Plain, but the 5th frame of every connection has one byte flipped.
+    CorruptFifth,
+    /// Like Plain, with a 123-byte stream header before the first frame.
+    StreamHeader,
+}
+
+/// Serves the test stream on `listener` to at most `max_clients` connections, for at
+/// most `for_how_long` or until `done`; each connection gets its own source run on its
+/// own thread, which ends when its client goes away or at the deadline.
+fn serve(
+    listener: TcpListener,
+    mode: Mode,
+    max_clients: usize,
+    for_how_long: Duration,
+    done: Arc<AtomicBool>,
+) {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + for_how_long;
+    let mut accepted = 0;
+    let mut handles = Vec::new();
+    while accepted < max_clients && Instant::now() < deadline && !done.load(Ordering::Relaxed)
+    {
+        match listener.accept() {
+            Ok((s, _)) => {
+                accepted += 1;
+                let left = deadline.saturating_duration_since(Instant::now());
+                handles.push(thread::spawn(move || {
+                    let _ = serve_one(s, mode, left);
+                }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(2))
+            }
+            Err(_) => break,
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn serve_one(mut s: TcpStream, mode: Mode, left: Duration) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(left.max(Duration::from_millis(10))))?;
+    // Read the request head (bounded).
+    let mut req = Vec::new();
+    let mut b = [0u8; 512];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = s.read(&mut b)?;
+        if n == 0 {
+            return Ok(());
+        }
+        req.extend_from_slice(&b[..n]);
+    }
+    let path = String::from_utf8_lossy(&req)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let stream_id: u32 = path.trim_start_matches("/s").parse().unwrap_or(0);
+    let mut cfg = SourceConfig {
+        frame_bytes: FRAME,
+        rate: RATE,
+        stream_id,
+        duration: Some(left),
+        frames: None,
+        header_bytes: 0,
+    };
+    let stop = AtomicBool::new(false);
+    match mode {
+        Mode::Plain | Mode::StreamHeader => {
+            if matches!(mode, Mode::StreamHeader) {
+                cfg.header_bytes = 123;
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")?;
+            source::run(&cfg, &mut s, &stop)?;
+        }
+        Mode::Chunked => {
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+            source::run(&cfg, &mut ChunkedWriter(&mut s), &stop)?;
+        }
+        Mode::CorruptFifth => {
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n")?;
+            source::run(&cfg, &mut Corrupter { out: &mut s, n: 0 }, &stop)?;
+        }
+    }
+    Ok(())
+}
+
+/// Wraps every write in one HTTP chunk.
+struct ChunkedWriter<'a>(&'a mut TcpStream);
+
+impl Write for ChunkedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut chunk = format!("{:x}\r\n", buf.len()).into_bytes();
+        chunk.extend_from_slice(buf);
+        chunk.extend_from_slice(b"\r\n");
+        self.0.write_all(&chunk)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Flips one byte of the 5th write (the 5th frame).
+struct Corrupter<'a> {
+    out: &'a mut TcpStream,
+    n: u32,
+}
+
+impl Write for Corrupter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.n += 1;
+        if self.n == 5 && buf.len() > 100 {
+            let mut b = buf.to_vec();
+            b[100] ^= 0x40;
+            self.out.write_all(&b)?;
+        } else {
+            self.out.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Starts a server in `mode` and runs `n` clients with `mix` against it for `secs`.
+fn run_against(mode: Mode, n: usize, mix: &str, secs: f64) -> Report {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve_for = Duration::from_secs_f64(secs + 2.0);
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let server = thread::spawn(move || serve(listener, mode, 10 * n + 100, serve_for, done2));
+    let targets = vec![
+        parse_url(&format!("http://127.0.0.1:{port}/s1")).unwrap(),
+        parse_url(&format!("http://127.0.0.1:{port}/s2")).unwrap(),
+    ];
+    let mut cfg = ClientsConfig::new(targets, n);
+    cfg.duration = Duration::from_secs_f64(secs);
+    cfg.mix = parse::mix(mix, RATE).unwrap();
+    cfg.frame_bytes = Some(FRAME as u32);
+    cfg.reconnect_after = Duration::from_millis(600);
+    let report = clients::run(&cfg, &AtomicBool::new(false)).expect("clients run");
+    done.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    report
+}
+
+#[test]
+fn dozens_of_clients_zero_corrupt() {
+    let r = run_against(
+        Mode::Plain,
+        40,
+        "fast=0.5,paced=0.2,stall=0.1,reconnect=0.2",
+        2.0,
+    );
+    eprint!("{}", r.human());
+    assert_eq!(r.frames.corrupt, 0, "{r:#?}");
+    assert_eq!(r.clients.failed, 0, "{r:#?}");
+    assert_eq!(r.clients.with_headers, 40);
+    assert_eq!(r.clients.with_first_frame, r.clients.readers);
+    assert!(r.all_first_frame_ms.is_some());
+    assert!(r.connections.reconnects >= 8, "{r:#?}");
+    // 36 readers x ~2 s x 16 frames/s; reconnecting readers lose a little.
+    assert!(r.frames.ok > 36 * 25, "{}", r.frames.ok);
+    assert!(r.latency_us.p50 < 50_000, "{:?}", r.latency_us);
+    assert!(r.loadgen.cpu_total_s >= 0.0);
+    // A paced reader at the stream rate never reads ahead of rate x time + burst.
+    let paced = r.classes.iter().find(|c| c.behaviour == "paced@16000").unwrap();
+    let bound = paced.clients * (RATE * 2 + 4096 + 2 * FRAME as u64);
+    assert!(paced.bytes <= bound, "{} > {bound}", paced.bytes);
+    assert!(r.passed);
+}
+
+#[test]
+fn chunked_responses_are_decoded() {
+    let r = run_against(Mode::Chunked, 12, "fast=1", 1.5);
+    assert_eq!(r.frames.corrupt, 0, "{r:#?}");
+    assert_eq!(r.clients.with_first_frame, 12);
+    assert!(r.frames.ok >= 12 * 15, "{}", r.frames.ok);
+    assert!(r.passed);
+}
+
+#[test]
+fn stream_header_is_skipped_once_per_connection() {
+    let r = run_against(Mode::StreamHeader, 10, "fast=1", 1.0);
+    assert_eq!(r.frames.corrupt, 0, "{r:#?}");
+    assert_eq!(r.data.leading_bytes, 10 * 123);
+    assert!(r.passed);
+}
+
+#[test]
+fn corrupt_frame_fails_the_run() {
+    let r = run_against(Mode::CorruptFifth, 6, "fast=1", 1.0);
+    assert_eq!(r.frames.checksum, 6, "{r:#?}");
+    assert_eq!(r.frames.corrupt, 6);
+    assert!(!r.passed);
+    assert!(r.failures[0].contains("corrupt"));
+}
+
+#[test]
+fn refused_connections_count_as_failed() {
+    // Bind then drop a listener: its port now refuses connections.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let targets = vec![parse_url(&format!("http://127.0.0.1:{port}/")).unwrap()];
+    let mut cfg = ClientsConfig::new(targets, 5);
+    cfg.duration = Duration::from_millis(500);
+    cfg.retry_delay = Duration::from_millis(100);
+    let r = clients::run(&cfg, &AtomicBool::new(false)).unwrap();
+    assert_eq!(r.clients.failed, 5);
+    assert!(r.connections.connect_failed >= 5);
+    assert!(!r.passed);
+    cfg.max_failed_fraction = 1.0;
+    let r = clients::run(&cfg, &AtomicBool::new(false)).unwrap();
+    assert!(r.passed, "{:?}", r.failures);
+}
