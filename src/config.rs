@@ -1819,6 +1819,9 @@ mod tests {
         assert_eq!(stream(&["-frame-filter="]).framer, FramerKind::Raw);
         assert_eq!(stream(&["-frame-filter", "raw"]).framer, FramerKind::Raw);
         assert_eq!(stream(&["-frame-filter", "mp3"]).framer, FramerKind::Mp3);
+        // streamserve's README spells it -filter.
+        assert_eq!(stream(&["-filter", "mp3"]).framer, FramerKind::Mp3);
+        assert_eq!(stream(&["-filter=raw"]).framer, FramerKind::Raw);
     }
 
     #[test]
