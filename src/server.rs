@@ -60,8 +60,8 @@ pub fn run(config: Config) -> Result<i32, StartError> {
 
     // Listen sockets: the first binds what was asked (port 0 picks one), the
     // others bind the address it got, so all shards share one port.
-    let first = sys::listen_reuseport(&config.address, config.listen_backlog)
-        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.address)))?;
+    let first = sys::listen_reuseport(&config.listen[0], config.listen_backlog)
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen[0])))?;
     let bound = sys::local_addr(first.as_raw_fd())
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     let mut listeners: Vec<OwnedFd> = vec![first];

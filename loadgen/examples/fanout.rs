@@ -63,7 +63,8 @@ fn main() -> io::Result<()> {
                 Ok((mut s, _)) => {
                     accepted += 1;
                     let _ = s.set_nodelay(true);
-                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n").is_ok() {
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
+                    if s.write_all(head).is_ok() && s.set_nonblocking(true).is_ok() {
                         clients.push(s);
                     }
                 }

@@ -2,7 +2,7 @@
 //!
 //! # Model
 //!
-//! Every client is a fixed-size [`Conn`] in one `Vec` (a few hundred bytes each, no
+//! Every client is a fixed-size `Conn` in one `Vec` (a few hundred bytes each, no
 //! per-client buffer): all sockets read into one shared 64 KiB buffer and the bytes are
 //! checked in place by the client's streaming [`Checker`]. The response head is read with
 //! `MSG_PEEK` first, then consumed exactly, so a paced or stalled client never reads a
@@ -358,7 +358,7 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
         ));
     }
     let need = cfg.clients as u64 + 64;
-    sys::raise_nofile(need).map_err(|e| format!("loadgen clients: {e}"))?;
+    sys::raise_nofile(need)?;
     if let Some((lo, hi)) = sys::local_port_range() {
         let ports = (hi - lo + 1) as u64;
         let ips = cfg
@@ -699,10 +699,7 @@ fn on_event(conns: &mut [Conn], i: usize, bits: u32, sh: &mut Shared) {
                     send_request(conns, i, sh);
                 }
                 Err(e) => {
-                    let msg = format!(
-                        "connect to {}: {e}",
-                        sh.cfg.targets[c.target as usize].addr
-                    );
+                    let msg = format!("connect to {}: {e}", sh.cfg.targets[c.target as usize].addr);
                     fail(conns, i, sh, Failure::Connect, msg, t);
                 }
             }
@@ -787,7 +784,10 @@ fn read_head(conns: &mut [Conn], i: usize, sh: &mut Shared) {
     match sys::read(fd, &mut sh.buf[..head.len]) {
         Ok(m) if m == head.len => {}
         Ok(m) => {
-            let msg = format!("{addr}: short read of the response head ({m} of {})", head.len);
+            let msg = format!(
+                "{addr}: short read of the response head ({m} of {})",
+                head.len
+            );
             fail(conns, i, sh, Failure::Http, msg, t);
             return;
         }
@@ -1196,6 +1196,13 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_client_state_is_small() {
+        // 10,000 clients must cost a few MB, not a buffer each.
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 256, "Conn is {size} bytes");
+    }
 
     #[test]
     fn classes_are_interleaved_and_exact() {

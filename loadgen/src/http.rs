@@ -172,9 +172,7 @@ fn parse_status_line(l: &[u8]) -> Result<u16, HeadError> {
     if !code.iter().all(u8::is_ascii_digit) || rest.get(5).is_some_and(|&c| c != b' ') {
         return Err(HeadError::BadStatusLine);
     }
-    Ok(code
-        .iter()
-        .fold(0u16, |a, &d| a * 10 + (d - b'0') as u16))
+    Ok(code.iter().fold(0u16, |a, &d| a * 10 + (d - b'0') as u16))
 }
 
 /// Index just past the blank line ending the head (`\r\n\r\n` or `\n\n`).
@@ -366,8 +364,10 @@ mod tests {
         for cut in 0..enc.len() {
             let mut d = Chunked::default();
             let mut out = Vec::new();
-            d.feed(&enc[..cut], &mut |b| out.extend_from_slice(b)).unwrap();
-            d.feed(&enc[cut..], &mut |b| out.extend_from_slice(b)).unwrap();
+            d.feed(&enc[..cut], &mut |b| out.extend_from_slice(b))
+                .unwrap();
+            d.feed(&enc[cut..], &mut |b| out.extend_from_slice(b))
+                .unwrap();
             assert_eq!(out, b"hello world!", "cut {cut}");
             assert!(d.done());
         }

@@ -1,4 +1,4 @@
-//! `loadgen source`: writes a paced test stream of [`frame`](crate::frame)s to a writer.
+//! `loadgen source`: writes a paced test stream of [`crate::frame`] frames to a writer.
 //!
 //! Frame `k` is due at `start + k * frame_bytes / rate` seconds: deadlines are absolute,
 //! so sleeping late never accumulates drift. A source that falls behind (its reader
@@ -102,8 +102,8 @@ pub fn run<W: Write>(
         }
         frame::fill(&mut buf, cfg.stream_id, seq);
         if cfg.rate > 0 {
-            let due_ns = (seq as u128 * cfg.frame_bytes as u128 * 1_000_000_000u128)
-                / cfg.rate as u128;
+            let due_ns =
+                (seq as u128 * cfg.frame_bytes as u128 * 1_000_000_000u128) / cfg.rate as u128;
             let due = start + Duration::from_nanos(due_ns.min(u64::MAX as u128) as u64);
             if end.is_some_and(|e| due >= e) {
                 break;

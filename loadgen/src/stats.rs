@@ -323,7 +323,10 @@ impl Report {
         }
         s.push_str(&pct_line("latency", &self.latency_us));
         s.push_str(&pct_line("time to headers", &self.time_to_headers_us));
-        s.push_str(&pct_line("time to first frame", &self.time_to_first_frame_us));
+        s.push_str(&pct_line(
+            "time to first frame",
+            &self.time_to_first_frame_us,
+        ));
         let opt = |v: Option<f64>| v.map_or("never".to_string(), |x| format!("{x:.1} ms"));
         let _ = writeln!(
             s,

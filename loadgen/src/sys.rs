@@ -58,9 +58,8 @@ impl Epoll {
         // own.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: fd is a fresh descriptor owned by no one else.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
     }
 
     /// Registers `fd` for `events`, reporting `token`.
@@ -82,7 +81,8 @@ impl Epoll {
     pub fn wait(&self, events: &mut [Event], timeout_ms: i32) -> io::Result<usize> {
         let max = events.len().min(i32::MAX as usize) as i32;
         // SAFETY: `events` is valid for `max` writes of epoll_event.
-        let r = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        let r =
+            unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
         match cvt(r) {
             Ok(n) => Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
@@ -183,7 +183,12 @@ pub fn connect_nonblocking(
     }
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: &v is valid for size_of::<c_int>() bytes for the call.
     cvt(unsafe {
         libc::setsockopt(
@@ -222,7 +227,13 @@ pub fn socket_error(fd: &OwnedFd) -> io::Result<()> {
 #[inline]
 pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is valid for buf.len() bytes of writes.
-    cvt_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) })
+    cvt_size(unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    })
 }
 
 /// `recv(MSG_PEEK)`: copies waiting bytes without consuming them.
@@ -274,6 +285,7 @@ impl io::Write for FdWriter {
 }
 
 /// RLIMIT_NOFILE as (soft, hard).
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
     let mut r = MaybeUninit::<libc::rlimit>::uninit();
     // SAFETY: r is valid for one rlimit write; on success it is initialised.

@@ -14,6 +14,10 @@ pub use raw::RawFramer;
 
 use crate::config::FramerKind;
 
+/// The largest legal MPEG audio frame: MPEG-2.5 layer II at 160 kbit/s and
+/// 8 kHz, padded (144 × 160000 / 8000 + 1).
+pub const MP3_MAX_FRAME_BYTES: usize = 2881;
+
 /// Counters a framer keeps about what it has seen.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FramerStats {

@@ -48,6 +48,13 @@
 //! Nothing here panics on any input (a property test feeds arbitrary argument
 //! vectors, including non-UTF-8 ones); every failure is a [`ConfigError`].
 
+mod file;
+
+pub use file::{load as load_file, FileError, RESERVED_PATHS};
+
+/// Default of `-flush-interval` / `flush_interval`.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -112,13 +119,23 @@ pub struct StreamConfig {
     pub reopen: bool,
     /// Kill a source that is silent this long; `None` = never.
     pub max_quiet_interval: Option<Duration>,
+    /// Most clients of this stream at once (503 beyond); 0 = no limit.
+    pub max_clients: usize,
 }
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Listen address (`:8000` means `0.0.0.0:8000`; port 0 picks a free port).
-    pub address: SocketAddr,
+    /// Listen addresses (`:8000` means `0.0.0.0:8000`; port 0 picks a free
+    /// port). The command line gives one; a configuration file may give
+    /// several.
+    pub listen: Vec<SocketAddr>,
+    /// Where `/status`, `/status/clients`, `/metrics` and the status page are
+    /// served instead of on the listen addresses; `None` = on the listen
+    /// addresses, under those reserved paths.
+    pub admin_listen: Option<SocketAddr>,
+    /// The configuration file this came from (re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
     /// Number of shard cores (executors); at least 1, at most the CPUs online.
     pub cpu_max: usize,
     /// Log per-source statistics this often; `None` = never.
@@ -219,6 +236,7 @@ enum Flag {
     LogLevel,
     CheckConfig,
     Version,
+    Config,
 }
 
 /// Whether a flag takes a value, and what kind (for the usage text).
@@ -422,6 +440,14 @@ static FLAGS: &[FlagDef] = &[
         kind: Kind::Bool,
         default: "false",
         help: "print the version and exit",
+        streamserve: false,
+    },
+    FlagDef {
+        flag: Flag::Config,
+        name: "config",
+        kind: Kind::Value("path"),
+        default: "",
+        help: "read the streams and settings from this TOML file (see deploy/ringcast.toml); re-read on SIGHUP",
         streamserve: false,
     },
 ];
@@ -733,6 +759,9 @@ impl Flags {
         stdin_is_tty: bool,
         rust_log: Option<&str>,
     ) -> Result<Config, ConfigError> {
+        if self.is_given(Flag::Config) {
+            return self.build_from_file(rest, rust_log);
+        }
         // Source selection first: it decides the demo defaults below.
         let exec = self.boolean(Flag::Exec);
         let source = if exec {
@@ -795,6 +824,7 @@ impl Flags {
             let s = self.text(Flag::Address)?;
             parse_address(s).map_err(|why| ConfigError::value("address", s, why))?
         };
+        let framer_given = self.is_given(Flag::FrameFilter);
 
         let mut frame_bytes = self.usize(Flag::FrameBytes, 1)?;
         let framer = {
@@ -875,6 +905,14 @@ impl Flags {
                 .unwrap_or(log::LevelFilter::Info)
         };
 
+        // A legal MPEG audio frame is at most 2881 bytes (MPEG-2.5 layer II,
+        // 160 kbit/s at 8 kHz, padded): with -frame-filter mp3 and no
+        // -frame-bytes, make room for any of them, so none is dropped as
+        // oversized (streamserve's default of 64 would drop them all).
+        if framer == FramerKind::Mp3 && framer_given && !self.is_given(Flag::FrameBytes) {
+            frame_bytes = crate::framing::MP3_MAX_FRAME_BYTES;
+        }
+
         // The demo tone is 44.1 kHz 16-bit mono WAV: a 44-byte header and
         // 100 ms frames, unless the user chose otherwise.
         if demo {
@@ -907,7 +945,9 @@ impl Flags {
         }
 
         Ok(Config {
-            address,
+            listen: vec![address],
+            admin_listen: None,
+            config_file: None,
             cpu_max,
             stat_log_interval,
             uid,
@@ -928,12 +968,49 @@ impl Flags {
                 content_type,
                 reopen,
                 max_quiet_interval,
+                max_clients: 0,
             }],
         })
     }
+
+    /// `-config FILE`: everything comes from the file; only -log-level and
+    /// -check-config may be given beside it.
+    fn build_from_file(&self, rest: Vec<OsString>, rust_log: Option<&str>) -> Result<Config, ConfigError> {
+        if let Some(first) = rest.first() {
+            return Err(ConfigError::new(
+                "config",
+                format!("unexpected argument {:?}: with -config, the streams come from the file", first.to_string_lossy()),
+            ));
+        }
+        for d in FLAGS {
+            let allowed = matches!(d.flag, Flag::Config | Flag::LogLevel | Flag::CheckConfig | Flag::Version);
+            if !allowed && self.is_given(d.flag) {
+                return Err(ConfigError::new(
+                    d.name,
+                    "cannot be combined with -config: set it in the configuration file",
+                ));
+            }
+        }
+        let path = match self.raw(Flag::Config) {
+            Some(Raw::Text(p)) if !p.is_empty() => PathBuf::from(p),
+            _ => return Err(ConfigError::value("config", "", "needs a file name")),
+        };
+        let mut config = file::load(&path).map_err(|e| ConfigError::new("config", e.to_string()))?;
+        if self.is_given(Flag::LogLevel) {
+            let s = self.text(Flag::LogLevel)?;
+            config.log_level = parse_level(s).ok_or_else(|| {
+                ConfigError::value("log-level", s, "must be error, warn, info, debug or trace")
+            })?;
+        } else if let Some(level) = rust_log.and_then(parse_level) {
+            if !file::sets_log_level(&path) {
+                config.log_level = level;
+            }
+        }
+        Ok(config)
+    }
 }
 
-fn parse_level(s: &str) -> Option<log::LevelFilter> {
+pub(crate) fn parse_level(s: &str) -> Option<log::LevelFilter> {
     match s.trim().to_ascii_lowercase().as_str() {
         "error" => Some(log::LevelFilter::Error),
         "warn" => Some(log::LevelFilter::Warn),
@@ -945,7 +1022,7 @@ fn parse_level(s: &str) -> Option<log::LevelFilter> {
 }
 
 /// An HTTP field value: visible ASCII, space, tab or non-ASCII; not empty.
-fn check_header_value(s: &str) -> Result<(), &'static str> {
+pub(crate) fn check_header_value(s: &str) -> Result<(), &'static str> {
     if s.trim().is_empty() {
         return Err("must not be empty");
     }
@@ -959,7 +1036,7 @@ fn check_header_value(s: &str) -> Result<(), &'static str> {
 /// hex, `0b`/`0B` binary, `0o`/`0O` or a leading `0` octal, else decimal;
 /// underscores only between digits (or after a base prefix). Magnitudes up
 /// to `u64::MAX` are returned; range checks are the caller's.
-fn parse_go_int(s: &str) -> Result<i128, String> {
+pub(crate) fn parse_go_int(s: &str) -> Result<i128, String> {
     const SYNTAX: &str = "not an integer";
     let (neg, body) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -1015,7 +1092,7 @@ fn parse_go_int(s: &str) -> Result<i128, String> {
 }
 
 /// A numeric uid, or a user name resolved with `getpwnam_r`.
-fn parse_uid(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_uid(s: &str) -> Result<u32, String> {
     if let Ok(n) = parse_go_int(s) {
         // u32::MAX is (uid_t)-1, "no change" to setuid: not a user.
         return match u32::try_from(n) {
@@ -1268,7 +1345,9 @@ mod tests {
 
     fn defaults() -> Config {
         Config {
-            address: "0.0.0.0:80".parse().unwrap(),
+            listen: vec!["0.0.0.0:80".parse().unwrap()],
+            admin_listen: None,
+            config_file: None,
             cpu_max: cpus_online(),
             stat_log_interval: None,
             uid: None,
@@ -1289,6 +1368,7 @@ mod tests {
                 content_type: "application/octet-stream".to_owned(),
                 reopen: true,
                 max_quiet_interval: None,
+                max_clients: 0,
             }],
         }
     }
@@ -1312,7 +1392,7 @@ mod tests {
         type Edit = fn(&mut Config);
         let cases: Vec<(&str, Option<&str>, Edit)> = vec![
             ("address", Some(":8000"), |c| {
-                c.address = "0.0.0.0:8000".parse().unwrap()
+                c.listen = vec!["0.0.0.0:8000".parse().unwrap()]
             }),
             ("path", Some("/tmp/fifo"), |c| {
                 c.streams[0].source = SourceSpec::Path("/tmp/fifo".into())
@@ -1321,7 +1401,9 @@ mod tests {
                 c.streams[0].frame_bytes = 2048
             }),
             ("frame-filter", Some("mp3"), |c| {
-                c.streams[0].framer = FramerKind::Mp3
+                // mp3 without -frame-bytes makes room for any legal frame.
+                c.streams[0].framer = FramerKind::Mp3;
+                c.streams[0].frame_bytes = 2881;
             }),
             ("header-bytes", Some("44"), |c| {
                 c.streams[0].header_bytes = 44
@@ -1519,7 +1601,6 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&["-bogus"], "bogus"),
             (&["--bogus=1"], "bogus"),
-            (&["-filter", "raw"], "filter"),
             (&["---x"], "x"),
             (&["-=x"], "=x"),
             (&["-address"], "address"),
@@ -1725,7 +1806,7 @@ mod tests {
         ] {
             assert!(parse_address(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(run(&["-address", ":0"]).address, v4([0, 0, 0, 0], 0));
+        assert_eq!(run(&["-address", ":0"]).listen[0], v4([0, 0, 0, 0], 0));
     }
 
     #[test]
@@ -1837,7 +1918,7 @@ mod tests {
             "-path",
             "/dev/fd/63",
         ]);
-        assert_eq!(s.address.port(), 8800);
+        assert_eq!(s.listen[0].port(), 8800);
         let st = &s.streams[0];
         assert_eq!(
             (st.source_buffer, st.frame_bytes, st.reopen),
@@ -1852,7 +1933,7 @@ mod tests {
             "-frame-bytes",
             "2048",
         ]);
-        assert_eq!(s.address, "127.0.0.1:8800".parse().unwrap());
+        assert_eq!(s.listen[0], "127.0.0.1:8800".parse().unwrap());
         assert_eq!(s.streams[0].framer, FramerKind::Mp3);
     }
 
