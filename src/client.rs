@@ -20,9 +20,12 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
+use crate::config::StreamConfig;
 use crate::ring::Ring;
 use crate::stats::ClientStats;
-use crate::stream::Stream;
+use crate::stream::{ClientLive, Stream};
 use crate::sys::{self, io_slice, IoSlice, SendResult};
 
 /// Most pieces in one vectored send (header + tail + frames).
@@ -84,28 +87,52 @@ pub struct Sender {
     pub frames_sent: u64,
     /// Frames skipped because the client was lapped.
     pub frames_skipped: u64,
+    /// The same figures, published for status pages after each send.
+    live: Arc<ClientLive>,
 }
 
 impl Sender {
-    /// A sender for a client of `stream` on socket `fd`, starting at frame
-    /// `start`.
-    pub fn new(stream: &Stream, fd: RawFd, start: u64) -> Sender {
+    /// A sender for a client of `stream` (configured as `config`) on socket
+    /// `fd`, starting at frame `start`, publishing its figures to `live`.
+    pub fn new(
+        stream: &Stream,
+        config: &StreamConfig,
+        fd: RawFd,
+        start: u64,
+        live: Arc<ClientLive>,
+    ) -> Sender {
         Sender {
             ring: stream.ring.clone(),
             fd,
             next: start,
             offset: 0,
-            needs_header: stream.config.header_bytes > 0,
+            needs_header: config.header_bytes > 0,
             prefix: None,
             prefix_pos: 0,
             tail: Vec::new(),
             tail_pos: 0,
-            max_bytes: stream.config.client_max_bytes,
+            max_bytes: config.client_max_bytes,
             body_bytes: 0,
             bytes_sent: 0,
             frames_sent: 0,
             frames_skipped: 0,
+            live,
         }
+    }
+
+    /// Copy the figures to the client's status record (Relaxed stores to a
+    /// record only this shard writes).
+    fn publish(&self) {
+        self.live
+            .bytes_sent
+            .store(self.bytes_sent, Ordering::Relaxed);
+        self.live
+            .frames_sent
+            .store(self.frames_sent, Ordering::Relaxed);
+        self.live
+            .frames_skipped
+            .store(self.frames_skipped, Ordering::Relaxed);
+        self.live.next_frame.store(self.next, Ordering::Relaxed);
     }
 
     /// True when owned bytes (header or copied frame) are waiting to go out.
@@ -194,7 +221,11 @@ impl Sender {
                 // Lapped since we read head: the next call skips forward.
                 break;
             };
-            let start = if n == self.next { self.offset.min(f.len) } else { 0 };
+            let start = if n == self.next {
+                self.offset.min(f.len)
+            } else {
+                0
+            };
             // SAFETY (pointer arithmetic only): start <= f.len, inside the slot.
             let ptr = unsafe { f.ptr.add(start) };
             iov[count] = io_slice(ptr, f.len - start);
@@ -273,6 +304,7 @@ impl Sender {
                 left = 0;
             }
         }
+        self.publish();
         Step::Progress
     }
 
@@ -341,11 +373,13 @@ impl Sender {
                 self.prefix = None;
                 self.prefix_pos = 0;
             }
+            self.publish();
             return;
         }
         self.tail_pos = (self.tail_pos + n).min(self.tail.len());
         if !self.tail.is_empty() && self.tail_pos == self.tail.len() {
             self.finish_tail(stats);
         }
+        self.publish();
     }
 }

@@ -103,6 +103,8 @@ mod tests {
         let mut f = Vec::new();
         tone_frame(3, &mut f);
         assert_eq!(f.len(), FRAME_BYTES);
-        assert!(f.chunks(2).any(|s| i16::from_le_bytes([s[0], s[1]]).abs() > 4000));
+        assert!(f
+            .chunks(2)
+            .any(|s| i16::from_le_bytes([s[0], s[1]]).abs() > 4000));
     }
 }

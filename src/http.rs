@@ -105,7 +105,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse, RequestError> {
 /// The response head for a stream.
 pub fn stream_head(minor_version: u8, content_type: &str) -> Vec<u8> {
     let mut h = Vec::with_capacity(256);
-    h.extend_from_slice(if minor_version == 0 { b"HTTP/1.0 200 OK\r\n" } else { b"HTTP/1.1 200 OK\r\n" });
+    h.extend_from_slice(if minor_version == 0 {
+        b"HTTP/1.0 200 OK\r\n"
+    } else {
+        b"HTTP/1.1 200 OK\r\n"
+    });
     h.extend_from_slice(b"Content-Type: ");
     h.extend_from_slice(sanitize(content_type).as_bytes());
     h.extend_from_slice(
@@ -130,12 +134,18 @@ pub fn simple_response(status: u16, reason: &str, extra_headers: &str, body: &st
 pub fn error_response(err: RequestError) -> Vec<u8> {
     match err {
         RequestError::Malformed => simple_response(400, "Bad Request", "", "bad request\n"),
-        RequestError::MethodNotAllowed => {
-            simple_response(405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n")
-        }
-        RequestError::TooLarge => {
-            simple_response(431, "Request Header Fields Too Large", "", "request header too large\n")
-        }
+        RequestError::MethodNotAllowed => simple_response(
+            405,
+            "Method Not Allowed",
+            "Allow: GET, HEAD\r\n",
+            "method not allowed\n",
+        ),
+        RequestError::TooLarge => simple_response(
+            431,
+            "Request Header Fields Too Large",
+            "",
+            "request header too large\n",
+        ),
     }
 }
 
@@ -151,7 +161,12 @@ pub fn not_found_response() -> Vec<u8> {
 
 /// The response when a client limit is reached.
 pub fn unavailable_response() -> Vec<u8> {
-    simple_response(503, "Service Unavailable", "Retry-After: 5\r\n", "too many listeners\n")
+    simple_response(
+        503,
+        "Service Unavailable",
+        "Retry-After: 5\r\n",
+        "too many listeners\n",
+    )
 }
 
 /// Header values come from configuration; keep CR/LF out of the response.
@@ -188,10 +203,22 @@ mod tests {
 
     #[test]
     fn partial_and_errors() {
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHo").unwrap(), Parse::Partial);
-        assert_eq!(parse_request(b"POST / HTTP/1.1\r\n\r\n"), Err(RequestError::MethodNotAllowed));
-        assert_eq!(parse_request(b"\x16\x03\x01garbage\r\n\r\n"), Err(RequestError::Malformed));
-        assert_eq!(parse_request(b"GET nopath HTTP/1.1\r\n\r\n"), Err(RequestError::Malformed));
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHo").unwrap(),
+            Parse::Partial
+        );
+        assert_eq!(
+            parse_request(b"POST / HTTP/1.1\r\n\r\n"),
+            Err(RequestError::MethodNotAllowed)
+        );
+        assert_eq!(
+            parse_request(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(RequestError::Malformed)
+        );
+        assert_eq!(
+            parse_request(b"GET nopath HTTP/1.1\r\n\r\n"),
+            Err(RequestError::Malformed)
+        );
         let big = vec![b'a'; MAX_REQUEST_BYTES];
         let mut req = b"GET /".to_vec();
         req.extend_from_slice(&big);

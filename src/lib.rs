@@ -23,6 +23,7 @@
 //! | [`client`] | one listener's position and the vectored-send hot path |
 //! | [`http`] | request parsing (httparse) and response bytes |
 //! | [`stats`] | single-writer counters, per shard / per stream |
+//! | [`status`] | `/status`, `/status/clients`, `/metrics` and the HTML status page |
 //! | [`sys`] | the unsafe system-call wrappers (sendmsg, sockets, limits, uid) |
 //! | [`logger`] | the stderr logger and the log-level policy |
 //!
@@ -60,5 +61,6 @@ pub mod server;
 pub mod shard;
 pub mod source;
 pub mod stats;
+pub mod status;
 pub mod stream;
 pub mod sys;

@@ -31,7 +31,12 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!("{} {:<5} {}\n", timestamp(SystemTime::now()), record.level(), record.args());
+        let line = format!(
+            "{} {:<5} {}\n",
+            timestamp(SystemTime::now()),
+            record.level(),
+            record.args()
+        );
         // One write per line so lines from different threads do not mix.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

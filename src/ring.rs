@@ -302,7 +302,8 @@ impl RingWriter {
         // Acquire fence, observe this odd mark (or later) in `seq`.
         seq.store(2 * n + 1, Ordering::Relaxed);
         fence(Ordering::Release);
-        ring.len_word(n).store(frame.len() as u64, Ordering::Relaxed);
+        ring.len_word(n)
+            .store(frame.len() as u64, Ordering::Relaxed);
         // SAFETY: the destination is this slot's byte area (frame_max bytes,
         // inside the mapping) and `frame.len() <= frame_max`. Source and
         // destination cannot overlap (`frame` is not in the ring). Concurrent
@@ -368,7 +369,10 @@ mod tests {
         }
         let mut out = Vec::new();
         for n in 0..4 {
-            assert!(!ring.copy_frame(n, &mut out), "frame {n} should be overwritten");
+            assert!(
+                !ring.copy_frame(n, &mut out),
+                "frame {n} should be overwritten"
+            );
         }
         for n in 4..7 {
             assert!(ring.copy_frame(n, &mut out));

@@ -9,19 +9,22 @@
 //! SIGINT / SIGTERM: stop accepting, end every response after whole frames,
 //! stop the sources, exit 0 within about a second.
 
+use std::io::Read;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
-use crate::shard::{self, ServerShared};
+use crate::config::{Config, StreamConfig};
+use crate::shard::{self, ListenerKind, ServerShared};
 use crate::source::{self, SourceContext};
 use crate::stats::ShardStats;
-use crate::stream::{Bell, SourceState, Stream};
+use crate::stream::{Bell, ClientRegistry, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
 
 /// io_uring buffer memory per executor. Small, so it fits the default 8 MiB
@@ -42,6 +45,149 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// A stream being served and its source thread.
+struct Running {
+    stream: Arc<Stream>,
+    thread: JoinHandle<()>,
+}
+
+/// What the main thread keeps to start, reload and stop streams.
+struct Control {
+    shared: Arc<ServerShared>,
+    bells: Arc<[Bell]>,
+    shards: usize,
+    source_core: Option<core_affinity::CoreId>,
+    stat_log_interval: Option<Duration>,
+    main_wake: Arc<EventFd>,
+    running: Vec<Running>,
+    /// Source threads of streams that were removed, still finishing.
+    retired: Vec<JoinHandle<()>>,
+    config: Config,
+}
+
+impl Control {
+    fn start_stream(&self, sc: StreamConfig) -> Result<Running, StartError> {
+        let what = sc.mount.clone().unwrap_or_else(|| "stream".into());
+        let stream = Arc::new(
+            Stream::new(sc, self.shards)
+                .map_err(|e| StartError(format!("cannot map the ring of stream {what}: {e}")))?,
+        );
+        let ctx = SourceContext {
+            stream: stream.clone(),
+            bells: self.bells.clone(),
+            core: self.source_core,
+            stat_log_interval: self.stat_log_interval,
+            ended: self.main_wake.clone(),
+        };
+        let thread = source::spawn(ctx)
+            .map_err(|e| StartError(format!("cannot start the source thread of {what}: {e}")))?;
+        Ok(Running { stream, thread })
+    }
+
+    /// Make the shards see the current streams.
+    fn publish(&self) {
+        let version = self.shared.streams().version + 1;
+        let set = Arc::new(StreamSet {
+            version,
+            streams: self.running.iter().map(|r| r.stream.clone()).collect(),
+        });
+        match self.shared.streams.write() {
+            Ok(mut s) => *s = set,
+            Err(poisoned) => *poisoned.into_inner() = set,
+        }
+        for bell in self.bells.iter() {
+            bell.ring();
+        }
+    }
+
+    /// SIGHUP: re-read the configuration file and apply what changed.
+    fn reload(&mut self) {
+        let Some(path) = self.config.config_file.clone() else {
+            log::warn!("SIGHUP ignored: no configuration file (started from the command line)");
+            return;
+        };
+        let new = match crate::config::load_file(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload failed, nothing changed: {e}");
+                return;
+            }
+        };
+        let (mut added, mut removed, mut changed, mut replaced) = (0, 0, 0, 0);
+        let mut next: Vec<Running> = Vec::new();
+        let mut old: Vec<Running> = std::mem::take(&mut self.running);
+        for sc in &new.streams {
+            match old.iter().position(|r| r.stream.mount == sc.mount) {
+                Some(i) => {
+                    let r = old.swap_remove(i);
+                    if *r.stream.config() == *sc {
+                        next.push(r);
+                    } else if r.stream.can_reconfigure(sc) {
+                        log::info!(
+                            "reload: stream={} reconfigured, source restarts, clients stay",
+                            r.stream.name
+                        );
+                        r.stream.reconfigure(sc.clone());
+                        changed += 1;
+                        next.push(r);
+                    } else {
+                        log::info!(
+                            "reload: stream={} ring size changed, replacing it (its clients end and reconnect)",
+                            r.stream.name
+                        );
+                        match self.start_stream(sc.clone()) {
+                            Ok(n) => {
+                                r.stream.request_stop();
+                                self.retired.push(r.thread);
+                                next.push(n);
+                                replaced += 1;
+                            }
+                            Err(e) => {
+                                log::error!("reload: {e}; keeping the old stream");
+                                next.push(r);
+                            }
+                        }
+                    }
+                }
+                None => match self.start_stream(sc.clone()) {
+                    Ok(n) => {
+                        log::info!("reload: stream={} added", n.stream.name);
+                        next.push(n);
+                        added += 1;
+                    }
+                    Err(e) => log::error!("reload: {e}"),
+                },
+            }
+        }
+        for r in old {
+            log::info!("reload: stream={} removed, its clients end", r.stream.name);
+            r.stream.request_stop();
+            self.retired.push(r.thread);
+            removed += 1;
+        }
+        self.running = next;
+        self.publish();
+        if new.log_level != self.config.log_level {
+            log::set_max_level(new.log_level);
+        }
+        let restart_needed = new.listen != self.config.listen
+            || new.admin_listen != self.config.admin_listen
+            || new.cpu_max != self.config.cpu_max
+            || new.flush_interval != self.config.flush_interval
+            || new.listen_backlog != self.config.listen_backlog
+            || new.max_clients != self.config.max_clients
+            || new.uid != self.config.uid;
+        if restart_needed {
+            log::warn!("reload: listen addresses, cpu_max, flush_interval, listen_backlog, max_clients and uid take effect only after a restart");
+        }
+        let log_level = new.log_level;
+        self.config.streams = new.streams;
+        self.config.log_level = log_level;
+        self.retired.retain(|t| !t.is_finished());
+        log::info!("reloaded {}: {added} added, {removed} removed, {changed} reconfigured, {replaced} replaced", path.display());
+    }
+}
+
 /// Run the server until it is stopped. Returns the process exit status.
 pub fn run(config: Config) -> Result<i32, StartError> {
     check_limits(&config);
@@ -58,34 +204,41 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     let shard_cores: Vec<Option<usize>> = (0..shards).map(|i| cores.get(i).map(|c| c.id)).collect();
     let source_core = cores.get(shards).or_else(|| cores.last()).copied();
 
-    // Listen sockets: the first binds what was asked (port 0 picks one), the
-    // others bind the address it got, so all shards share one port.
-    let first = sys::listen_reuseport(&config.listen[0], config.listen_backlog)
-        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen[0])))?;
-    let bound = sys::local_addr(first.as_raw_fd())
-        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
-    let mut listeners: Vec<OwnedFd> = vec![first];
-    for _ in 1..shards {
-        listeners.push(
-            sys::listen_reuseport(&bound, config.listen_backlog)
-                .map_err(|e| StartError(format!("cannot listen on {bound}: {e}")))?,
-        );
+    // Listen sockets, one per shard and address: the first socket of an
+    // address binds what was asked (port 0 picks one), the others bind the
+    // address it got, so all shards share one port.
+    let mut per_shard: Vec<Vec<(OwnedFd, ListenerKind)>> =
+        (0..shards).map(|_| Vec::new()).collect();
+    for addr in &config.listen {
+        let bound = bind_all(
+            addr,
+            config.listen_backlog,
+            &mut per_shard,
+            ListenerKind::Public,
+            shards,
+        )?;
+        log::info!("Listening at {bound}");
     }
-    log::info!("Listening at {bound}");
+    if let Some(admin) = &config.admin_listen {
+        // One admin socket is plenty: it serves a few status requests.
+        let bound = bind_all(
+            admin,
+            config.listen_backlog.min(128),
+            &mut per_shard,
+            ListenerKind::Admin,
+            1,
+        )?;
+        log::info!("Status pages at http://{bound}/status");
+    }
 
     if let Some(uid) = config.uid {
-        sys::drop_privileges(uid).map_err(|e| StartError(format!("cannot switch to uid {uid}: {e}")))?;
+        sys::drop_privileges(uid)
+            .map_err(|e| StartError(format!("cannot switch to uid {uid}: {e}")))?;
         log::info!("running as uid={} after binding", sys::geteuid());
     }
 
     let main_wake = Arc::new(EventFd::new().map_err(|e| StartError(format!("eventfd: {e}")))?);
     let bells: Arc<[Bell]> = (0..shards).map(|_| Bell::default()).collect();
-    let mut streams = Vec::new();
-    for (i, sc) in config.streams.iter().enumerate() {
-        let stream = Stream::new(i, sc.clone(), shards)
-            .map_err(|e| StartError(format!("cannot map the ring of stream {i}: {e}")))?;
-        streams.push(Arc::new(stream));
-    }
     let shared = Arc::new(ServerShared {
         shutdown: AtomicBool::new(false),
         flush_interval: config.flush_interval,
@@ -93,24 +246,31 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         clients: AtomicUsize::new(0),
         bells: bells.clone(),
         shard_stats: (0..shards).map(|_| ShardStats::default()).collect(),
-        streams: streams.clone(),
+        registries: (0..shards).map(|_| ClientRegistry::default()).collect(),
+        streams: RwLock::new(Arc::new(StreamSet::default())),
+        admin_separate: config.admin_listen.is_some(),
+        started: Instant::now(),
         main_wake: main_wake.clone(),
     });
-
-    let mut source_threads = Vec::new();
-    for stream in &streams {
-        let ctx = SourceContext {
-            stream: stream.clone(),
-            bells: bells.clone(),
-            core: source_core,
-            stat_log_interval: config.stat_log_interval,
-            ended: main_wake.clone(),
-        };
-        source_threads.push(source::spawn(ctx).map_err(|e| StartError(format!("cannot start a source thread: {e}")))?);
+    let mut control = Control {
+        shared: shared.clone(),
+        bells: bells.clone(),
+        shards,
+        source_core,
+        stat_log_interval: config.stat_log_interval,
+        main_wake: main_wake.clone(),
+        running: Vec::new(),
+        retired: Vec::new(),
+        config: config.clone(),
+    };
+    for sc in &config.streams {
+        let r = control.start_stream(sc.clone())?;
+        control.running.push(r);
     }
+    control.publish();
 
     let mut executors = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, listeners) in per_shard.into_iter().enumerate() {
         let placement = match shard_cores[i] {
             Some(cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
@@ -120,17 +280,17 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)
             .ring_depth(RING_DEPTH)
-            .spawn(move || shard::run(i, listener, shared))
+            .spawn(move || shard::run(i, listeners, shared))
             .map_err(|e| {
                 StartError(format!(
-                    "cannot start shard {i}: {e} (io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB; see tuning.md)",
+                    "cannot start shard {i}: {e} (io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB per shard; see tuning.md)",
                     IO_MEMORY / 1024 * 2
                 ))
             })?;
         executors.push(handle);
     }
 
-    wait_for_stop(&shared, &main_wake)?;
+    wait_for_stop(&mut control)?;
 
     // Stop: shards stop accepting and end their responses; sources stop.
     let stop_began = Instant::now();
@@ -138,8 +298,8 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     for bell in bells.iter() {
         bell.ring();
     }
-    for stream in &streams {
-        stream.request_stop();
+    for r in &control.running {
+        r.stream.request_stop();
     }
     for e in executors {
         if let Err(err) = e.join() {
@@ -149,7 +309,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     // Give the sources a moment to end their commands politely; a command that
     // lingers is killed with its source thread (PR_SET_PDEATHSIG) at exit.
     let deadline = stop_began + Duration::from_millis(900);
-    for t in source_threads {
+    let threads = control
+        .running
+        .into_iter()
+        .map(|r| r.thread)
+        .chain(control.retired);
+    for t in threads {
         while !t.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -158,20 +323,59 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     Ok(0)
 }
 
-/// Block until SIGINT/SIGTERM, or until every stream has ended and every
-/// client has left (streamserve's exit when `-reopen=false`).
-fn wait_for_stop(shared: &ServerShared, main_wake: &EventFd) -> Result<(), StartError> {
-    let (sig_read, sig_write) = UnixStream::pair().map_err(|e| StartError(format!("signal pipe: {e}")))?;
-    sig_read
-        .set_nonblocking(true)
-        .map_err(|e| StartError(format!("signal pipe: {e}")))?;
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let w = sig_write.try_clone().map_err(|e| StartError(format!("signal pipe: {e}")))?;
-        signal_hook::low_level::pipe::register(sig, w)
-            .map_err(|e| StartError(format!("cannot handle signal {sig}: {e}")))?;
+/// Bind `addr` once per shard (for the first `count` shards) with
+/// SO_REUSEPORT; returns the address actually bound.
+fn bind_all(
+    addr: &SocketAddr,
+    backlog: u32,
+    per_shard: &mut [Vec<(OwnedFd, ListenerKind)>],
+    kind: ListenerKind,
+    count: usize,
+) -> Result<SocketAddr, StartError> {
+    let first = sys::listen_reuseport(addr, backlog).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EACCES) {
+            " (ports below 1024 need root or `setcap cap_net_bind_service=+ep` on the binary)"
+        } else {
+            ""
+        };
+        StartError(format!("cannot listen on {addr}: {e}{hint}"))
+    })?;
+    let bound = sys::local_addr(first.as_raw_fd())
+        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    per_shard[0].push((first, kind));
+    for shard in per_shard.iter_mut().take(count).skip(1) {
+        let fd = sys::listen_reuseport(&bound, backlog)
+            .map_err(|e| StartError(format!("cannot listen on {bound}: {e}")))?;
+        shard.push((fd, kind));
     }
+    Ok(bound)
+}
+
+/// Block until SIGINT/SIGTERM, or until every stream has ended and every
+/// client has left (streamserve's exit when `-reopen=false`). SIGHUP reloads
+/// the configuration file.
+fn wait_for_stop(control: &mut Control) -> Result<(), StartError> {
+    let pipe = |sigs: &[libc::c_int]| -> Result<UnixStream, StartError> {
+        let (read, write) =
+            UnixStream::pair().map_err(|e| StartError(format!("signal pipe: {e}")))?;
+        read.set_nonblocking(true)
+            .map_err(|e| StartError(format!("signal pipe: {e}")))?;
+        for &sig in sigs {
+            let w = write
+                .try_clone()
+                .map_err(|e| StartError(format!("signal pipe: {e}")))?;
+            signal_hook::low_level::pipe::register(sig, w)
+                .map_err(|e| StartError(format!("cannot handle signal {sig}: {e}")))?;
+        }
+        Ok(read)
+    };
+    let stop = pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let hup = pipe(&[signal_hook::consts::SIGHUP])?;
+    let shared = control.shared.clone();
     loop {
-        let finished = shared.streams.iter().all(|s| s.state() == SourceState::Ended)
+        let set = shared.streams();
+        let finished = !set.streams.is_empty()
+            && set.streams.iter().all(|s| s.state() == SourceState::Ended)
             && shared.clients.load(Ordering::Acquire) == 0;
         if finished {
             log::info!("all streams ended and no client left: exiting");
@@ -179,16 +383,37 @@ fn wait_for_stop(shared: &ServerShared, main_wake: &EventFd) -> Result<(), Start
         }
         // Once a stream has ended, look again now and then: the last client of
         // a draining stream may leave on any shard.
-        let any_ended = shared.streams.iter().any(|s| s.state() == SourceState::Ended);
-        let timeout = any_ended.then(|| Duration::from_millis(100));
-        let ready = sys::wait_readable(&[sig_read.as_raw_fd(), main_wake.raw()], timeout)
-            .map_err(|e| StartError(format!("poll: {e}")))?;
+        let any_ended = set.streams.iter().any(|s| s.state() == SourceState::Ended);
+        let timeout =
+            (any_ended || !control.retired.is_empty()).then(|| Duration::from_millis(100));
+        drop(set);
+        let ready = sys::wait_readable(
+            &[stop.as_raw_fd(), hup.as_raw_fd(), control.main_wake.raw()],
+            timeout,
+        )
+        .map_err(|e| StartError(format!("poll: {e}")))?;
         if ready[0] {
             log::info!("signal received: stopping");
             return Ok(());
         }
         if ready[1] {
-            main_wake.drain();
+            drain(&hup);
+            log::info!("SIGHUP: reloading the configuration");
+            control.reload();
+        }
+        if ready[2] {
+            control.main_wake.drain();
+        }
+        control.retired.retain(|t| !t.is_finished());
+    }
+}
+
+/// Empty a signal pipe.
+fn drain(mut s: &UnixStream) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
         }
     }
 }
@@ -197,14 +422,21 @@ fn wait_for_stop(shared: &ServerShared, main_wake: &EventFd) -> Result<(), Start
 fn check_limits(config: &Config) {
     match sys::raise_nofile_limit() {
         Ok((soft, hard)) => {
-            let want = if config.max_clients > 0 { config.max_clients as u64 + 64 } else { 1024 };
+            let want = if config.max_clients > 0 {
+                config.max_clients as u64 + 64
+            } else {
+                1024
+            };
             if soft < want {
                 log::warn!(
                     "open-file limit is {soft} (hard {hard}): at most about {} clients; raise it with `ulimit -n` or LimitNOFILE= (see tuning.md)",
                     soft.saturating_sub(64)
                 );
             } else {
-                log::info!("open-file limit {soft}: up to about {} clients", soft.saturating_sub(64));
+                log::info!(
+                    "open-file limit {soft}: up to about {} clients",
+                    soft.saturating_sub(64)
+                );
             }
         }
         Err(e) => log::warn!("cannot read the open-file limit: {e}"),

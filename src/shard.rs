@@ -14,13 +14,13 @@
 //! Nothing about a client is shared with another shard.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,8 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::client::{End, Sender, Step};
 use crate::http::{self, Method, Parse, RequestError};
 use crate::stats::{ClientStats, ShardStats};
-use crate::stream::{Bell, SourceState, Stream};
+use crate::status;
+use crate::stream::{Bell, ClientLive, ClientRegistry, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
 
 /// How long a client has to send its request head.
@@ -59,16 +60,44 @@ pub struct ServerShared {
     pub bells: Arc<[Bell]>,
     /// Per-shard request counters.
     pub shard_stats: Vec<ShardStats>,
-    /// The streams, indexed by `Stream::index`.
-    pub streams: Vec<Arc<Stream>>,
+    /// Per-shard client lists, for `/status/clients`.
+    pub registries: Vec<ClientRegistry>,
+    /// The streams served; replaced whole by a reload. Read once per request
+    /// and per watcher pass, never per frame.
+    pub streams: RwLock<Arc<StreamSet>>,
+    /// True when status pages are on a separate admin address (then the
+    /// reserved paths are not answered on the public listeners).
+    pub admin_separate: bool,
+    /// When the server started.
+    pub started: Instant,
     /// Signalled when the last client leaves (the main thread then checks
     /// whether a finished server should exit).
     pub main_wake: Arc<EventFd>,
 }
 
+impl ServerShared {
+    /// The current stream set.
+    pub fn streams(&self) -> Arc<StreamSet> {
+        match self.streams.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// What a listen socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Streams (and status pages unless an admin address is configured).
+    Public,
+    /// Status pages only.
+    Admin,
+}
+
 /// Per-stream wait list of one shard.
-#[derive(Default)]
 struct WaitList {
+    /// The stream whose clients wait here.
+    stream: Arc<Stream>,
     /// Wakers of clients waiting for this stream's next frame.
     wakers: RefCell<Vec<Waker>>,
     /// A spare vector swapped in when the list is drained (no reallocation).
@@ -81,6 +110,17 @@ struct WaitList {
 }
 
 impl WaitList {
+    fn new(stream: Arc<Stream>) -> WaitList {
+        WaitList {
+            stream,
+            wakers: RefCell::new(Vec::new()),
+            spare: RefCell::new(Vec::new()),
+            generation: Cell::new(0),
+            last_head: Cell::new(0),
+            last_state: Cell::new(None),
+        }
+    }
+
     fn wake_all(&self) {
         let mut list = self.spare.take();
         std::mem::swap(&mut list, &mut *self.wakers.borrow_mut());
@@ -96,7 +136,9 @@ impl WaitList {
 struct Shard {
     id: usize,
     server: Arc<ServerShared>,
-    waits: Vec<WaitList>,
+    /// Wait lists by stream id, made when a stream's first client on this
+    /// shard arrives, dropped by the watcher when no client holds them.
+    waits: RefCell<HashMap<u64, Rc<WaitList>>>,
     /// Set when the shard is stopping.
     stopping: Cell<bool>,
     /// Wakers of tasks that wait for `stopping` (the accept loop, blocked
@@ -111,13 +153,18 @@ impl Shard {
         &self.server.shard_stats[self.id]
     }
 
-    fn client_stats(&self, stream: &Stream) -> &ClientStats {
-        &self.server.streams[stream.index].client_stats[self.id]
+    fn wait_list(&self, stream: &Arc<Stream>) -> Rc<WaitList> {
+        self.waits
+            .borrow_mut()
+            .entry(stream.id)
+            .or_insert_with(|| Rc::new(WaitList::new(stream.clone())))
+            .clone()
     }
 
     fn stop(&self) {
         self.stopping.set(true);
-        for w in &self.waits {
+        let lists: Vec<Rc<WaitList>> = self.waits.borrow().values().cloned().collect();
+        for w in lists {
             w.wake_all();
         }
         for w in self.stop_waiters.take() {
@@ -137,7 +184,10 @@ impl Future for StopWait<'_> {
         if self.shard.stopping.get() {
             return Poll::Ready(());
         }
-        self.shard.stop_waiters.borrow_mut().push(cx.waker().clone());
+        self.shard
+            .stop_waiters
+            .borrow_mut()
+            .push(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -147,6 +197,7 @@ impl Future for StopWait<'_> {
 struct FrameWait<'a> {
     shard: &'a Shard,
     stream: &'a Stream,
+    list: &'a WaitList,
     next: u64,
     registered: Option<u64>,
 }
@@ -157,10 +208,9 @@ impl Future for FrameWait<'_> {
         if self.shard.stopping.get() || self.stream.ring.head() > self.next || self.stream.ended() {
             return Poll::Ready(());
         }
-        let list = &self.shard.waits[self.stream.index];
-        let generation = list.generation.get();
+        let generation = self.list.generation.get();
         if self.registered != Some(generation) {
-            list.wakers.borrow_mut().push(cx.waker().clone());
+            self.list.wakers.borrow_mut().push(cx.waker().clone());
             self.registered = Some(generation);
         }
         Poll::Pending
@@ -179,23 +229,43 @@ impl Future for BellWait<'_> {
     }
 }
 
-/// Run shard `id` until the server stops. `listener` is this shard's listen
-/// socket, already bound.
-pub async fn run(id: usize, listener: OwnedFd, server: Arc<ServerShared>) {
+/// Run shard `id` until the server stops. `listeners` are this shard's listen
+/// sockets, already bound.
+pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc<ServerShared>) {
     let shard = Rc::new(Shard {
         id,
-        waits: server.streams.iter().map(|_| WaitList::default()).collect(),
+        waits: RefCell::new(HashMap::new()),
         server,
         stopping: Cell::new(false),
         stop_waiters: RefCell::new(Vec::new()),
         clients_now: Cell::new(0),
     });
-    // SAFETY: `listener` is an owned, bound, listening TCP socket; ownership
-    // moves into the glommio listener, which closes it on drop.
-    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
     glommio::spawn_local(watch(shard.clone())).detach();
+    let mut accepting = Vec::new();
+    for (fd, kind) in listeners {
+        // SAFETY: `fd` is an owned, bound, listening TCP socket; ownership
+        // moves into the glommio listener, which closes it on drop.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        accepting.push(glommio::spawn_local(accept_loop(
+            shard.clone(),
+            listener,
+            kind,
+        )));
+    }
+    for task in accepting {
+        task.await;
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while shard.clients_now.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
 
-    let mut last_accept_error_log: Option<Instant> = None;
+/// Accept connections on one listen socket until the shard stops, then close
+/// it (the kernel hands new connections to the other processes or sockets in
+/// the SO_REUSEPORT group).
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind) {
+    let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             StopWait { shard: &shard }.await;
@@ -206,26 +276,23 @@ pub async fn run(id: usize, listener: OwnedFd, server: Arc<ServerShared>) {
             None => break,
             Some(Ok(tcp)) => {
                 shard.stats().accepted.inc();
-                glommio::spawn_local(connection(shard.clone(), tcp)).detach();
+                glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
             }
             Some(Err(e)) => {
                 shard.stats().accept_errors.inc();
                 let now = Instant::now();
-                if last_accept_error_log.is_none_or(|t| now - t > Duration::from_secs(1)) {
-                    log::error!("accept failed shard={id} error=\"{e}\" (raise the open-file limit? see tuning.md)");
-                    last_accept_error_log = Some(now);
+                if last_error_log.is_none_or(|t| now - t > Duration::from_secs(1)) {
+                    log::error!(
+                        "accept failed shard={} error=\"{e}\" (out of file descriptors? see tuning.md)",
+                        shard.id
+                    );
+                    last_error_log = Some(now);
                 }
                 // Out of descriptors or memory: give the clients a moment to
                 // leave instead of spinning on the error.
                 glommio::timer::sleep(Duration::from_millis(20)).await;
             }
         }
-    }
-    // Stop accepting: close this shard's listen socket at once.
-    drop(listener);
-    let deadline = Instant::now() + STOP_GRACE;
-    while shard.clients_now.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -246,83 +313,111 @@ async fn watch(shard: Rc<Shard>) {
         if rung && !flush.is_zero() {
             glommio::timer::sleep(flush).await;
         }
-        for (list, stream) in shard.waits.iter().zip(&shard.server.streams) {
-            let head = stream.ring.head();
-            let state = stream.state();
+        let lists: Vec<Rc<WaitList>> = shard.waits.borrow().values().cloned().collect();
+        for list in lists {
+            let head = list.stream.ring.head();
+            let state = list.stream.state();
             if head != list.last_head.get() || Some(state) != list.last_state.get() {
                 list.last_head.set(head);
                 list.last_state.set(Some(state));
                 list.wake_all();
+            }
+            // Only the map holds it: no client of that stream is left here.
+            if Rc::strong_count(&list) == 2 {
+                shard.waits.borrow_mut().remove(&list.stream.id);
             }
         }
     }
 }
 
 /// Serve one connection from request to the end of its response.
-async fn connection(shard: Rc<Shard>, mut tcp: TcpStream) {
+async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     let peer = tcp.peer_addr().ok();
-    let peer_text = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
     let req = match read_request(&shard, &mut tcp).await {
         Some(r) => r,
         None => return,
     };
-    // Route: a stream whose mount is this path, or the catch-all stream.
-    let stream = shard
-        .server
-        .streams
-        .iter()
-        .find(|s| s.config.mount.as_deref() == Some(req.path.as_str()))
-        .or_else(|| shard.server.streams.iter().find(|s| s.config.mount.is_none()))
-        .cloned();
-    let Some(stream) = stream else {
-        shard.stats().not_found.inc();
-        respond_and_close(&mut tcp, &http::not_found_response()).await;
-        return;
+    let set = shard.server.streams();
+    let status_here = kind == ListenerKind::Admin || !shard.server.admin_separate;
+    if status_here {
+        if let Some(page) = status::page(&shard.server, &set, &req) {
+            let bytes = if req.method == Method::Head {
+                page.head_only()
+            } else {
+                page.into_bytes()
+            };
+            respond_and_close(&mut tcp, &bytes).await;
+            return;
+        }
+    }
+    let stream = match (kind, set.route(&req.path)) {
+        (ListenerKind::Public, Some(s)) => s.clone(),
+        _ => {
+            shard.stats().not_found.inc();
+            respond_and_close(&mut tcp, &http::not_found_response()).await;
+            return;
+        }
     };
-    let head = http::stream_head(req.minor_version, &stream.config.content_type);
+    drop(set);
+    let config = stream.config();
+    let head = http::stream_head(req.minor_version, &config.content_type);
     if req.method == Method::Head {
         shard.stats().head_requests.inc();
         respond_and_close(&mut tcp, &head).await;
         return;
     }
     let max = shard.server.max_clients;
-    if max > 0 && shard.server.clients.fetch_add(1, Ordering::AcqRel) >= max {
+    if shard.server.clients.fetch_add(1, Ordering::AcqRel) >= max && max > 0 {
         shard.server.clients.fetch_sub(1, Ordering::AcqRel);
         shard.stats().rejected_full.inc();
         respond_and_close(&mut tcp, &http::unavailable_response()).await;
         return;
-    } else if max == 0 {
-        shard.server.clients.fetch_add(1, Ordering::AcqRel);
+    }
+    if !stream.try_join() {
+        shard.server.clients.fetch_sub(1, Ordering::AcqRel);
+        shard.stats().rejected_full.inc();
+        respond_and_close(&mut tcp, &http::unavailable_response()).await;
+        return;
     }
     let _ = sys::set_nodelay(tcp.as_raw_fd());
+    let peer_text = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
     log::info!("client {peer_text} {}", req.path);
     shard.clients_now.set(shard.clients_now.get() + 1);
-    shard.stats().clients_now.set(shard.clients_now.get() as u64);
-    let cstats = shard.client_stats(&stream);
+    shard
+        .stats()
+        .clients_now
+        .set(shard.clients_now.get() as u64);
+    let cstats = &stream.client_stats[shard.id];
     cstats.clients_total.inc();
-    let now_here = cstats.clients_now.get() + 1;
-    cstats.clients_now.set(now_here);
-    if now_here > cstats.clients_peak.get() {
-        cstats.clients_peak.set(now_here);
-    }
-    stream.client_joined();
+    cstats.clients_now.set(cstats.clients_now.get() + 1);
     let started = Instant::now();
 
-    let mut sender = Sender::new(&stream, tcp.as_raw_fd(), stream.start_frame());
+    let start = stream.start_frame();
+    let live = Arc::new(ClientLive::new(stream.id, shard.id, peer, start));
+    let registry = &shard.server.registries[shard.id];
+    registry.insert(live.clone());
+    let list = shard.wait_list(&stream);
+    let mut sender = Sender::new(&stream, &config, tcp.as_raw_fd(), start, live.clone());
     let reason = if tcp.write_all(&head).await.is_err() {
         "gone".to_string()
     } else {
-        deliver(&shard, &stream, &mut tcp, &mut sender).await
+        deliver(&shard, &stream, &list, &mut tcp, &mut sender).await
     };
     // End the response cleanly (FIN after whole frames), then close.
     let _ = tcp.shutdown(std::net::Shutdown::Write).await;
     drop(tcp);
 
+    registry.remove(live.id);
+    drop(list);
     stream.client_left();
-    let cstats = shard.client_stats(&stream);
-    cstats.clients_now.set(cstats.clients_now.get().saturating_sub(1));
+    cstats
+        .clients_now
+        .set(cstats.clients_now.get().saturating_sub(1));
     shard.clients_now.set(shard.clients_now.get() - 1);
-    shard.stats().clients_now.set(shard.clients_now.get() as u64);
+    shard
+        .stats()
+        .clients_now
+        .set(shard.clients_now.get() as u64);
     if shard.server.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
         shard.server.main_wake.signal();
     }
@@ -336,8 +431,14 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream) {
 }
 
 /// The delivery loop of one client. Returns why it ended.
-async fn deliver(shard: &Shard, stream: &Stream, tcp: &mut TcpStream, sender: &mut Sender) -> String {
-    let stats = shard.client_stats(stream);
+async fn deliver(
+    shard: &Shard,
+    stream: &Stream,
+    list: &WaitList,
+    tcp: &mut TcpStream,
+    sender: &mut Sender,
+) -> String {
+    let stats = &stream.client_stats[shard.id];
     let mut junk = [0u8; 64];
     let mut extra_input: u64 = 0;
     loop {
@@ -357,10 +458,18 @@ async fn deliver(shard: &Shard, stream: &Stream, tcp: &mut TcpStream, sender: &m
                 let wait = FrameWait {
                     shard,
                     stream,
+                    list,
                     next: sender.next,
                     registered: None,
                 };
-                let read = future::or(async { wait.await; None }, async { Some(tcp.read(&mut junk).await) }).await;
+                let read = future::or(
+                    async {
+                        wait.await;
+                        None
+                    },
+                    async { Some(tcp.read(&mut junk).await) },
+                )
+                .await;
                 match read {
                     None => {}
                     Some(Ok(0)) | Some(Err(_)) => {
@@ -382,10 +491,13 @@ async fn deliver(shard: &Shard, stream: &Stream, tcp: &mut TcpStream, sender: &m
                 if sender.blocked_bytes().is_empty() {
                     continue;
                 }
-                let written = future::or(async { Some(tcp.write(sender.blocked_bytes()).await) }, async {
-                    StopWait { shard }.await;
-                    None
-                })
+                let written = future::or(
+                    async { Some(tcp.write(sender.blocked_bytes()).await) },
+                    async {
+                        StopWait { shard }.await;
+                        None
+                    },
+                )
                 .await;
                 match written {
                     None => return "server stopping".into(),
@@ -486,9 +598,4 @@ async fn respond_and_close(tcp: &mut TcpStream, bytes: &[u8]) {
     })
     .await;
     let _ = tcp.shutdown(std::net::Shutdown::Write).await;
-}
-
-/// The local address of a bound listener, for the log line.
-pub fn bound_address(fd: &OwnedFd) -> std::io::Result<SocketAddr> {
-    sys::local_addr(fd.as_raw_fd())
 }

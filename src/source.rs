@@ -63,7 +63,7 @@ pub struct SourceContext {
 
 /// Start the source thread of a stream.
 pub fn spawn(ctx: SourceContext) -> io::Result<JoinHandle<()>> {
-    let name = format!("source-{}", ctx.stream.index);
+    let name = format!("source-{}", ctx.stream.id);
     std::thread::Builder::new().name(name).spawn(move || {
         if let Some(core) = ctx.core {
             core_affinity::set_for_current(core);
@@ -155,14 +155,18 @@ enum SessionEnd {
     Quiet,
     /// The last client left and close-idle is on.
     Idle,
-    /// The server is stopping.
+    /// The server is stopping (or the stream was removed).
     Stop,
+    /// A reload changed the configuration: reopen at once with it.
+    Restart,
 }
 
 struct SourceThread {
     ctx: SourceContext,
     writer: RingWriter,
     framer: Box<dyn Framer>,
+    /// The kind the framer is of.
+    framer_kind: crate::config::FramerKind,
     /// Framer counters already added to the stream's stats.
     framer_seen: FramerStats,
     buf: Vec<u8>,
@@ -172,13 +176,14 @@ struct SourceThread {
 
 impl SourceThread {
     fn new(ctx: SourceContext) -> SourceThread {
-        let cfg = &ctx.stream.config;
+        let cfg = ctx.stream.config();
         let framer = new_framer(cfg.framer, cfg.frame_bytes);
         let writer = RingWriter::new(ctx.stream.ring.clone());
         SourceThread {
             ctx,
             writer,
             framer,
+            framer_kind: cfg.framer,
             framer_seen: FramerStats::default(),
             buf: vec![0; READ_BUF],
             backoff: BACKOFF_MIN,
@@ -221,16 +226,25 @@ impl SourceThread {
             }
             if wait_for_client && self.stream().clients() == 0 {
                 self.set_state(SourceState::Idle);
+                // A reload while idle applies at the next open.
+                self.stream().take_restart();
                 self.wait_control(None);
                 continue;
             }
             self.set_state(SourceState::Opening);
+            self.stream().take_restart();
+            let cfg = self.stream().config();
+            if cfg.framer != self.framer_kind {
+                self.framer = new_framer(cfg.framer, cfg.frame_bytes);
+                self.framer_kind = cfg.framer;
+                self.framer_seen = FramerStats::default();
+            }
             let opened = match self.open() {
                 Ok(o) => o,
                 Err(e) => {
                     self.stream().source_stats.open_errors.inc();
                     log::error!("source stream={} open failed: {e}", self.stream().name);
-                    if !self.stream().config.reopen {
+                    if !self.stream().config().reopen {
                         break;
                     }
                     if !self.back_off() {
@@ -244,7 +258,7 @@ impl SourceThread {
             log::info!(
                 "source opened stream={} source={}",
                 self.stream().name,
-                describe(&self.stream().config.source)
+                describe(&self.stream().config().source)
             );
             let began = Instant::now();
             let (end, opened) = self.session(opened);
@@ -255,7 +269,8 @@ impl SourceThread {
                 SessionEnd::Error(e) => format!("read error: {e}"),
                 SessionEnd::Quiet => "quiet too long".to_string(),
                 SessionEnd::Idle => "last client left".to_string(),
-                SessionEnd::Stop => "server stopping".to_string(),
+                SessionEnd::Stop => "stopping".to_string(),
+                SessionEnd::Restart => "configuration changed".to_string(),
             };
             let s = &self.stream().source_stats;
             log::info!(
@@ -269,6 +284,9 @@ impl SourceThread {
             );
             match end {
                 SessionEnd::Stop => break,
+                SessionEnd::Restart => {
+                    self.backoff = BACKOFF_MIN;
+                }
                 SessionEnd::Idle => {
                     s.idle_closes.inc();
                     wait_for_client = true;
@@ -279,7 +297,7 @@ impl SourceThread {
                     } else {
                         s.ends.inc();
                     }
-                    if !self.stream().config.reopen {
+                    if !self.stream().config().reopen {
                         break;
                     }
                     if began.elapsed() >= BACKOFF_RESET_AFTER {
@@ -314,7 +332,7 @@ impl SourceThread {
                 return false;
             }
             let now = Instant::now();
-            if now >= until {
+            if now >= until || self.stream().restart_pending() {
                 return true;
             }
             self.wait_control(Some(until - now));
@@ -322,7 +340,7 @@ impl SourceThread {
     }
 
     fn open(&self) -> io::Result<Opened> {
-        match &self.stream().config.source {
+        match &self.stream().config().source {
             SourceSpec::Path(path) => {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
@@ -339,10 +357,13 @@ impl SourceThread {
                     .stderr(Stdio::piped())
                     .process_group(0);
                 sys::kill_with_parent(&mut cmd);
-                let mut child = cmd
-                    .spawn()
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot start command {program}: {e}")))?;
-                let stdout = child.stdout.take().ok_or_else(|| io::Error::other("command has no stdout"))?;
+                let mut child = cmd.spawn().map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot start command {program}: {e}"))
+                })?;
+                let stdout = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| io::Error::other("command has no stdout"))?;
                 sys::set_nonblocking(stdout.as_raw_fd())?;
                 if let Some(stderr) = child.stderr.take() {
                     let label = format!("{}: {}", self.stream().name, program);
@@ -366,12 +387,13 @@ impl SourceThread {
 
     /// Read one session until it ends.
     fn session(&mut self, mut opened: Opened) -> (SessionEnd, Opened) {
-        let cfg = self.stream().config.clone();
+        let cfg = self.stream().config();
         let control = self.stream().control.raw();
         let mut header: Vec<u8> = Vec::with_capacity(cfg.header_bytes);
         let mut header_done = cfg.header_bytes == 0;
         if header_done {
-            self.stream().begin_session(self.writer.ring().head(), Vec::new());
+            self.stream()
+                .begin_session(self.writer.ring().head(), Vec::new());
             self.ring_bells();
         }
         let began = Instant::now();
@@ -384,12 +406,16 @@ impl SourceThread {
             if self.stream().stop_requested() {
                 return (SessionEnd::Stop, opened);
             }
+            if self.stream().restart_pending() {
+                return (SessionEnd::Restart, opened);
+            }
             if cfg.close_idle && self.stream().clients() == 0 {
                 return (SessionEnd::Idle, opened);
             }
             let now = Instant::now();
             let mut timeout: Option<Duration> = None;
-            let mut shorten = |d: Duration| timeout = Some(timeout.map_or(d, |t: Duration| t.min(d)));
+            let mut shorten =
+                |d: Duration| timeout = Some(timeout.map_or(d, |t: Duration| t.min(d)));
             if let Some(q) = cfg.max_quiet_interval {
                 let quiet = now - last_data;
                 if quiet >= q {
@@ -416,8 +442,7 @@ impl SourceThread {
             if cfg.source_bandwidth > 0 {
                 let rate = cfg.source_bandwidth;
                 let elapsed = now - pace_origin;
-                let allowed = initial_allowance
-                    + (elapsed.as_secs_f64() * rate as f64) as u64;
+                let allowed = initial_allowance + (elapsed.as_secs_f64() * rate as f64) as u64;
                 // Do not bank more than a quarter second of idle time.
                 let cap = consumed + initial_allowance.max(rate / 4);
                 if allowed > cap {
@@ -428,7 +453,10 @@ impl SourceThread {
                 let room = allowed.saturating_sub(consumed) as usize;
                 if room == 0 {
                     let missing = (consumed + 1).saturating_sub(allowed).max(1);
-                    shorten(Duration::from_secs_f64(missing as f64 / rate as f64).max(Duration::from_millis(1)));
+                    shorten(
+                        Duration::from_secs_f64(missing as f64 / rate as f64)
+                            .max(Duration::from_millis(1)),
+                    );
                     self.wait_control(timeout);
                     continue;
                 }
@@ -447,7 +475,12 @@ impl SourceThread {
             let n = match opened.read(&mut self.buf[..want]) {
                 Ok(0) => return (SessionEnd::Eof, opened),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    continue
+                }
                 Err(e) => return (SessionEnd::Error(e), opened),
             };
             last_data = Instant::now();
@@ -460,7 +493,10 @@ impl SourceThread {
                 chunk_start = take;
                 if header.len() == cfg.header_bytes {
                     header_done = true;
-                    self.stream().source_stats.header_bytes.set(header.len() as u64);
+                    self.stream()
+                        .source_stats
+                        .header_bytes
+                        .set(header.len() as u64);
                     self.stream()
                         .begin_session(self.writer.ring().head(), std::mem::take(&mut header));
                     self.ring_bells();
@@ -492,8 +528,10 @@ impl SourceThread {
     fn sync_framer_stats(&mut self) {
         let now = self.framer.stats();
         let s = &self.ctx.stream.source_stats;
-        s.invalid_bytes.add(now.invalid_bytes - self.framer_seen.invalid_bytes);
-        s.oversized_frames.add(now.oversized_frames - self.framer_seen.oversized_frames);
+        s.invalid_bytes
+            .add(now.invalid_bytes - self.framer_seen.invalid_bytes);
+        s.oversized_frames
+            .add(now.oversized_frames - self.framer_seen.oversized_frames);
         self.framer_seen = now;
     }
 
@@ -532,7 +570,10 @@ fn log_lines(label: String, stderr: std::process::ChildStderr) {
     let reader = BufReader::new(stderr);
     for line in reader.split(b'\n') {
         match line {
-            Ok(line) => log::info!("source stderr {label}: {}", String::from_utf8_lossy(&line).trim_end()),
+            Ok(line) => log::info!(
+                "source stderr {label}: {}",
+                String::from_utf8_lossy(&line).trim_end()
+            ),
             Err(_) => break,
         }
     }

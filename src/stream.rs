@@ -5,10 +5,11 @@
 //! meaning, or (the header bytes) behind a mutex that is taken once per client
 //! connection and once per source open, never per frame.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use atomic_waker::AtomicWaker;
 
@@ -103,12 +104,18 @@ impl Bell {
 /// One stream, shared (in an `Arc`) by its source thread and every shard.
 #[derive(Debug)]
 pub struct Stream {
-    /// Index in the server's stream list (and in each shard's tables).
-    pub index: usize,
+    /// Unique for the life of the process (never reused after a reload).
+    pub id: u64,
     /// Name for logs: the mount path, or "stream" on the command line.
     pub name: String,
-    /// The stream's configuration.
-    pub config: StreamConfig,
+    /// The path it is served at (`None`: every path, the command line's
+    /// single stream). Never changes; a reload that changes it makes a new
+    /// stream.
+    pub mount: Option<String>,
+    /// The stream's configuration. Read once per client start and once per
+    /// source open, never per frame; replaced by a reload that keeps the
+    /// ring's geometry (then the source restarts and clients stay).
+    config: Mutex<Arc<StreamConfig>>,
     /// The frames.
     pub ring: Arc<Ring>,
     /// The current session's header bytes; taken once per client start.
@@ -122,6 +129,14 @@ pub struct Stream {
     /// only (never per frame); the source thread reads it for lazy start and
     /// close-idle.
     clients: AtomicUsize,
+    /// Most clients at once (updated on connect only).
+    clients_peak: AtomicUsize,
+    /// Set by a reload: end the current source session and reopen at once
+    /// with the new configuration.
+    restart: AtomicBool,
+    /// Wall-clock start of the current source session, in ms since the Unix
+    /// epoch (0 = no session); for status.
+    session_started_ms: AtomicU64,
     /// Wakes the source thread (a client arrived, the last one left, stop).
     pub control: EventFd,
     /// Set when the source must stop for good (server shutdown).
@@ -130,19 +145,23 @@ pub struct Stream {
     pub source_stats: SourceStats,
     /// Per-shard client counters of this stream (each written by its shard).
     pub client_stats: Vec<ClientStats>,
-    /// When the current session started (for status); behind the header lock.
+    /// When the stream was created.
     pub created: Instant,
 }
 
+/// Stream ids are handed out from here.
+static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(1);
+
 impl Stream {
     /// A new stream with its ring mapped; the source is not started.
-    pub fn new(index: usize, config: StreamConfig, shards: usize) -> std::io::Result<Stream> {
+    pub fn new(config: StreamConfig, shards: usize) -> std::io::Result<Stream> {
         let ring = Arc::new(Ring::new(config.source_buffer, config.frame_bytes)?);
         let name = config.mount.clone().unwrap_or_else(|| "stream".to_string());
         Ok(Stream {
-            index,
+            id: NEXT_STREAM_ID.fetch_add(1, Ordering::Relaxed),
             name,
-            config,
+            mount: config.mount.clone(),
+            config: Mutex::new(Arc::new(config)),
             ring,
             header: Mutex::new(Header {
                 first_frame: 0,
@@ -151,12 +170,66 @@ impl Stream {
             state: AtomicU8::new(SourceState::Idle as u8),
             session_start: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
+            clients_peak: AtomicUsize::new(0),
+            restart: AtomicBool::new(false),
+            session_started_ms: AtomicU64::new(0),
             control: EventFd::new()?,
             stop: AtomicBool::new(false),
             source_stats: SourceStats::default(),
             client_stats: (0..shards).map(|_| ClientStats::default()).collect(),
             created: Instant::now(),
         })
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<StreamConfig> {
+        match self.config.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// True when `new` can replace this stream's configuration in place: the
+    /// ring's geometry and the mount are the same.
+    pub fn can_reconfigure(&self, new: &StreamConfig) -> bool {
+        let old = self.config();
+        old.mount == new.mount
+            && old.frame_bytes == new.frame_bytes
+            && old.source_buffer == new.source_buffer
+    }
+
+    /// Replace the configuration (see [`Stream::can_reconfigure`]) and make
+    /// the source reopen with it at once. Connected clients stay.
+    pub fn reconfigure(&self, new: StreamConfig) {
+        if let Ok(mut c) = self.config.lock() {
+            *c = Arc::new(new);
+        }
+        self.restart.store(true, Ordering::Release);
+        self.control.signal();
+    }
+
+    /// Take a pending restart request (source thread).
+    pub fn take_restart(&self) -> bool {
+        self.restart.swap(false, Ordering::AcqRel)
+    }
+
+    /// True when a restart has been requested and not yet taken.
+    pub fn restart_pending(&self) -> bool {
+        self.restart.load(Ordering::Acquire)
+    }
+
+    /// Seconds the current source session has run (0 when none).
+    pub fn session_uptime(&self) -> f64 {
+        let ms = self.session_started_ms.load(Ordering::Relaxed);
+        if ms == 0 || self.state() != SourceState::Running {
+            return 0.0;
+        }
+        (unix_ms().saturating_sub(ms)) as f64 / 1000.0
+    }
+
+    /// Most clients at once.
+    pub fn clients_peak(&self) -> usize {
+        self.clients_peak.load(Ordering::Relaxed)
     }
 
     /// The source's state.
@@ -179,6 +252,7 @@ impl Stream {
             };
         }
         self.session_start.store(first_frame, Ordering::Release);
+        self.session_started_ms.store(unix_ms(), Ordering::Relaxed);
         self.set_state(SourceState::Running);
     }
 
@@ -210,12 +284,21 @@ impl Stream {
         self.state() == SourceState::Ended
     }
 
-    /// A client joined (any shard). Wakes the source thread when it is the
-    /// first, for lazy start.
-    pub fn client_joined(&self) {
-        if self.clients.fetch_add(1, Ordering::AcqRel) == 0 {
+    /// A client wants to join (any shard). Refused (false) when the
+    /// stream's client limit is reached; otherwise counted, and the source
+    /// thread is woken when it is the first client, for lazy start.
+    pub fn try_join(&self) -> bool {
+        let limit = self.config().max_clients;
+        let before = self.clients.fetch_add(1, Ordering::AcqRel);
+        if limit > 0 && before >= limit {
+            self.clients.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.clients_peak.fetch_max(before + 1, Ordering::Relaxed);
+        if before == 0 {
             self.control.signal();
         }
+        true
     }
 
     /// A client left. Wakes the source thread when it was the last, for
@@ -240,5 +323,113 @@ impl Stream {
     /// True when the source has been asked to stop.
     pub fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A connected client as status pages see it. Written only by the client's
+/// shard (single writer, Relaxed stores); read by any shard answering
+/// `/status/clients`.
+#[derive(Debug)]
+pub struct ClientLive {
+    /// Unique client number (per process).
+    pub id: u64,
+    /// The stream it listens to.
+    pub stream_id: u64,
+    /// The shard serving it.
+    pub shard: usize,
+    /// Remote address.
+    pub peer: Option<SocketAddr>,
+    /// When it connected.
+    pub connected: Instant,
+    /// Bytes written to it (header bytes and frames).
+    pub bytes_sent: AtomicU64,
+    /// Whole frames written.
+    pub frames_sent: AtomicU64,
+    /// Frames skipped because it was lapped.
+    pub frames_skipped: AtomicU64,
+    /// The next frame it needs (lag = ring head - this).
+    pub next_frame: AtomicU64,
+}
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ClientLive {
+    /// A new record for a client of `stream_id` on `shard`.
+    pub fn new(stream_id: u64, shard: usize, peer: Option<SocketAddr>, start: u64) -> ClientLive {
+        ClientLive {
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            stream_id,
+            shard,
+            peer,
+            connected: Instant::now(),
+            bytes_sent: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
+            next_frame: AtomicU64::new(start),
+        }
+    }
+}
+
+/// The clients of one shard, for `/status/clients`. Locked by the shard on
+/// connect and disconnect and by a status request; never per frame.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: Mutex<std::collections::HashMap<u64, Arc<ClientLive>>>,
+}
+
+impl ClientRegistry {
+    /// Add a client.
+    pub fn insert(&self, c: Arc<ClientLive>) {
+        if let Ok(mut m) = self.clients.lock() {
+            m.insert(c.id, c);
+        }
+    }
+
+    /// Remove a client.
+    pub fn remove(&self, id: u64) {
+        if let Ok(mut m) = self.clients.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// A snapshot of the clients.
+    pub fn snapshot(&self) -> Vec<Arc<ClientLive>> {
+        match self.clients.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The set of streams being served, replaced whole by a reload.
+#[derive(Debug, Default)]
+pub struct StreamSet {
+    /// Bumped by every reload.
+    pub version: u64,
+    /// The streams.
+    pub streams: Vec<Arc<Stream>>,
+}
+
+impl StreamSet {
+    /// The stream for a request path: the one mounted there, else the
+    /// catch-all stream (command-line mode), if any.
+    pub fn route(&self, path: &str) -> Option<&Arc<Stream>> {
+        self.streams
+            .iter()
+            .find(|s| s.mount.as_deref() == Some(path))
+            .or_else(|| self.streams.iter().find(|s| s.mount.is_none()))
+    }
+
+    /// The stream with this mount (`None` matches the catch-all stream).
+    pub fn by_mount(&self, mount: Option<&str>) -> Option<&Arc<Stream>> {
+        self.streams.iter().find(|s| s.mount.as_deref() == mount)
     }
 }

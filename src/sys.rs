@@ -80,7 +80,12 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `value` lives on the stack for the whole call and its size is
     // passed alongside; the kernel copies it.
     cvt(unsafe {
@@ -137,7 +142,11 @@ fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// same address; the kernel spreads new connections over them. The socket is
 /// left in blocking mode, as glommio expects.
 pub fn listen_reuseport(addr: &SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = cvt(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
@@ -168,13 +177,15 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a `sockaddr_in` for AF_INET.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read(&storage as *const _ as *const _) };
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read(&storage as *const _ as *const _) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Ok(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a `sockaddr_in6` for AF_INET6.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read(&storage as *const _ as *const _) };
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read(&storage as *const _ as *const _) };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
                 ip,
@@ -183,7 +194,10 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
                 sin6.sin6_scope_id,
             )))
         }
-        _ => Err(io::Error::new(io::ErrorKind::Other, "unknown address family")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::Other,
+            "unknown address family",
+        )),
     }
 }
 
@@ -289,7 +303,15 @@ pub fn uid_by_name(name: &str) -> Option<u32> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: `cname` is NUL-terminated; the other pointers are valid.
-    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 || result.is_null() {
         return None;
     }
@@ -304,7 +326,9 @@ pub fn isatty(fd: RawFd) -> bool {
 
 /// Number of open file descriptors of this process (entries in /proc/self/fd).
 pub fn open_fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count().saturating_sub(1)).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .unwrap_or(0)
 }
 
 /// Wait until `fd` is readable or `timeout` passes. `None` waits forever.
@@ -352,7 +376,13 @@ impl EventFd {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a stack value to our own eventfd. A full
         // counter (EAGAIN) still leaves it readable, which is all we need.
-        let _ = unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        let _ = unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
     }
 
     /// Reset the eventfd to not readable.
@@ -360,7 +390,13 @@ impl EventFd {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a stack value from our own eventfd; a
         // non-readable eventfd returns EAGAIN, which is fine.
-        let _ = unsafe { libc::read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+        let _ = unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
     }
 
     /// The descriptor, for `wait_readable`.
@@ -382,13 +418,26 @@ pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
 pub fn set_parent_death_signal() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only; async-signal-safe, so it may
     // be called between fork and exec.
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) }).map(drop)
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// Resident set size of this process in bytes, from /proc/self/statm.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     // SAFETY: sysconf has no memory effects.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     pages * page

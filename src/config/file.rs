@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    check_header_value, cpus_online, parse_address, parse_duration, parse_level, parse_uid,
-    Config, FramerKind, SourceSpec, StreamConfig,
+    check_header_value, cpus_online, parse_address, parse_duration, parse_level, parse_uid, Config,
+    FramerKind, SourceSpec, StreamConfig,
 };
 
 /// Paths ringcast answers itself (status, metrics); a stream cannot use them.
@@ -115,17 +115,29 @@ impl<'a> Lines<'a> {
             .filter(|(_, l)| l.trim_start().starts_with("[[stream]]"))
             .map(|(i, _)| i)
             .collect();
-        Lines { lines, stream_starts }
+        Lines {
+            lines,
+            stream_starts,
+        }
     }
 
     /// The 1-based line of `key` at the top level (`stream` = None) or in
     /// the n-th `[[stream]]` table.
     fn of(&self, stream: Option<usize>, key: &str) -> Option<usize> {
         let (from, to) = match stream {
-            None => (0, self.stream_starts.first().copied().unwrap_or(self.lines.len())),
+            None => (
+                0,
+                self.stream_starts
+                    .first()
+                    .copied()
+                    .unwrap_or(self.lines.len()),
+            ),
             Some(i) => (
                 *self.stream_starts.get(i)?,
-                self.stream_starts.get(i + 1).copied().unwrap_or(self.lines.len()),
+                self.stream_starts
+                    .get(i + 1)
+                    .copied()
+                    .unwrap_or(self.lines.len()),
             ),
         };
         for (i, l) in self.lines.iter().enumerate().take(to).skip(from) {
@@ -138,7 +150,9 @@ impl<'a> Lines<'a> {
                 }
             }
         }
-        stream.and_then(|i| self.stream_starts.get(i)).map(|l| l + 1)
+        stream
+            .and_then(|i| self.stream_starts.get(i))
+            .map(|l| l + 1)
     }
 }
 
@@ -162,7 +176,11 @@ impl Reader<'_> {
         match t.get(key)? {
             toml::Value::String(v) => Some(v.clone()),
             other => {
-                self.problem(s, key, format!("must be a string, not {}", other.type_str()));
+                self.problem(
+                    s,
+                    key,
+                    format!("must be a string, not {}", other.type_str()),
+                );
                 None
             }
         }
@@ -172,13 +190,24 @@ impl Reader<'_> {
         match t.get(key)? {
             toml::Value::Boolean(b) => Some(*b),
             other => {
-                self.problem(s, key, format!("must be true or false, not {}", other.type_str()));
+                self.problem(
+                    s,
+                    key,
+                    format!("must be true or false, not {}", other.type_str()),
+                );
                 None
             }
         }
     }
 
-    fn int(&mut self, t: &toml::Table, s: Option<usize>, key: &str, min: i64, max: i64) -> Option<i64> {
+    fn int(
+        &mut self,
+        t: &toml::Table,
+        s: Option<usize>,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         match t.get(key)? {
             toml::Value::Integer(n) if (min..=max).contains(n) => Some(*n),
             toml::Value::Integer(n) => {
@@ -186,7 +215,11 @@ impl Reader<'_> {
                 None
             }
             other => {
-                self.problem(s, key, format!("must be an integer, not {}", other.type_str()));
+                self.problem(
+                    s,
+                    key,
+                    format!("must be an integer, not {}", other.type_str()),
+                );
                 None
             }
         }
@@ -197,7 +230,11 @@ impl Reader<'_> {
         match parse_duration(&v) {
             Ok(d) => Some(d),
             Err(why) => {
-                self.problem(s, key, format!("{v:?}: {why} (write e.g. \"250ms\", \"30s\", \"1m\")"));
+                self.problem(
+                    s,
+                    key,
+                    format!("{v:?}: {why} (write e.g. \"250ms\", \"30s\", \"1m\")"),
+                );
                 None
             }
         }
@@ -250,7 +287,9 @@ pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
-            let line = e.span().map(|sp| text[..sp.start.min(text.len())].lines().count().max(1));
+            let line = e
+                .span()
+                .map(|sp| text[..sp.start.min(text.len())].lines().count().max(1));
             return Err(vec![(line, format!("not valid TOML: {}", e.message()))]);
         }
     };
@@ -272,14 +311,25 @@ pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
             for item in items {
                 match item {
                     toml::Value::String(s) => listen.extend(r.address(None, "listen", s)),
-                    other => r.problem(None, "listen", format!("addresses are strings, not {}", other.type_str())),
+                    other => r.problem(
+                        None,
+                        "listen",
+                        format!("addresses are strings, not {}", other.type_str()),
+                    ),
                 }
             }
             if items.is_empty() {
                 r.problem(None, "listen", "needs at least one address");
             }
         }
-        Some(other) => r.problem(None, "listen", format!("must be an address or a list of them, not {}", other.type_str())),
+        Some(other) => r.problem(
+            None,
+            "listen",
+            format!(
+                "must be an address or a list of them, not {}",
+                other.type_str()
+            ),
+        ),
     }
     let admin_listen = r
         .string(&table, None, "admin_listen")
@@ -291,7 +341,11 @@ pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
         .unwrap_or(online);
     let log_level = match r.string(&table, None, "log_level") {
         Some(s) => parse_level(&s).unwrap_or_else(|| {
-            r.problem(None, "log_level", format!("{s:?}: must be error, warn, info, debug or trace"));
+            r.problem(
+                None,
+                "log_level",
+                format!("{s:?}: must be error, warn, info, debug or trace"),
+            );
             log::LevelFilter::Info
         }),
         None => log::LevelFilter::Info,
@@ -299,7 +353,9 @@ pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
     let flush_interval = r
         .duration(&table, None, "flush_interval")
         .unwrap_or(super::DEFAULT_FLUSH_INTERVAL);
-    let listen_backlog = r.int(&table, None, "listen_backlog", 1, 65535).unwrap_or(4096) as u32;
+    let listen_backlog = r
+        .int(&table, None, "listen_backlog", 1, 65535)
+        .unwrap_or(4096) as u32;
     let max_clients = r.int(&table, None, "max_clients", 0, i64::MAX).unwrap_or(0) as usize;
     let stat_log_interval = r
         .duration(&table, None, "stat_log_interval")
@@ -321,14 +377,20 @@ pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
             }
         },
         Some(other) => {
-            r.problem(None, "uid", format!("must be a uid or a user name, not {}", other.type_str()));
+            r.problem(
+                None,
+                "uid",
+                format!("must be a uid or a user name, not {}", other.type_str()),
+            );
             None
         }
     };
 
     let mut streams = Vec::new();
     match table.get("stream") {
-        None => r.problems.push((None, "no [[stream]] configured".to_string())),
+        None => r
+            .problems
+            .push((None, "no [[stream]] configured".to_string())),
         Some(toml::Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 match item {
@@ -346,7 +408,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
     for (i, s) in streams.iter().enumerate() {
         if streams[..i].iter().any(|o| o.mount == s.mount) {
             let m = s.mount.clone().unwrap_or_default();
-            r.problems.push((None, format!("two streams share the mount {m:?}")));
+            r.problems
+                .push((None, format!("two streams share the mount {m:?}")));
         }
     }
 
@@ -383,7 +446,11 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
             None
         }
         Some(m) if RESERVED_PATHS.contains(&m.as_str()) => {
-            r.problem(s, "mount", format!("{m:?} is reserved for ringcast's status"));
+            r.problem(
+                s,
+                "mount",
+                format!("{m:?} is reserved for ringcast's status"),
+            );
             None
         }
         Some(m) if m.contains(['?', '#', ' ']) => {
@@ -393,7 +460,11 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
         Some(m) => Some(m),
         None => {
             if !t.contains_key("mount") {
-                r.problem(s, "mount", "missing (the path the stream is served at, e.g. \"/radio.mp3\")");
+                r.problem(
+                    s,
+                    "mount",
+                    "missing (the path the stream is served at, e.g. \"/radio.mp3\")",
+                );
             }
             None
         }
@@ -401,7 +472,10 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
     let exec = match t.get("exec") {
         None => None,
         Some(toml::Value::Array(words)) => {
-            let words: Vec<String> = words.iter().filter_map(|w| w.as_str().map(str::to_string)).collect();
+            let words: Vec<String> = words
+                .iter()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect();
             if words.is_empty() || words[0].is_empty() {
                 r.problem(s, "exec", "needs a command: [\"program\", \"arg\", ...]");
                 None
@@ -413,18 +487,35 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
             }
         }
         Some(_) => {
-            r.problem(s, "exec", "must be a list of strings: [\"program\", \"arg\", ...] (no shell)");
+            r.problem(
+                s,
+                "exec",
+                "must be a list of strings: [\"program\", \"arg\", ...] (no shell)",
+            );
             None
         }
     };
-    let path = r.string(t, s, "path").map(|p| SourceSpec::Path(PathBuf::from(p)));
-    let demo = r.boolean(t, s, "demo").unwrap_or(false).then_some(SourceSpec::Demo);
-    let given = [exec.is_some() || t.contains_key("exec"), path.is_some(), demo.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let path = r
+        .string(t, s, "path")
+        .map(|p| SourceSpec::Path(PathBuf::from(p)));
+    let demo = r
+        .boolean(t, s, "demo")
+        .unwrap_or(false)
+        .then_some(SourceSpec::Demo);
+    let given = [
+        exec.is_some() || t.contains_key("exec"),
+        path.is_some(),
+        demo.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if given != 1 {
-        r.problem(s, "mount", "give exactly one source: exec = [...], path = \"...\" or demo = true");
+        r.problem(
+            s,
+            "mount",
+            "give exactly one source: exec = [...], path = \"...\" or demo = true",
+        );
     }
     let source = exec.or(path).or(demo);
     let framer = match r.string(t, s, "framer").as_deref() {
@@ -450,7 +541,11 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
         .map(|n| n as usize)
         .unwrap_or(64);
     if frame_bytes.saturating_mul(source_buffer) > 4 << 30 {
-        r.problem(s, "source_buffer", "the ring (frame_bytes × source_buffer) would exceed 4 GiB");
+        r.problem(
+            s,
+            "source_buffer",
+            "the ring (frame_bytes × source_buffer) would exceed 4 GiB",
+        );
     }
     let content_type = match r.string(t, s, "content_type") {
         Some(ct) => {
@@ -468,10 +563,16 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
     let header_bytes = r
         .int(t, s, "header_bytes", 0, 1 << 20)
         .map(|n| n as usize)
-        .unwrap_or(if is_demo { crate::demo::HEADER_BYTES } else { 0 });
+        .unwrap_or(if is_demo {
+            crate::demo::HEADER_BYTES
+        } else {
+            0
+        });
     let source_bandwidth = r.int(t, s, "source_bandwidth", 0, i64::MAX).unwrap_or(0) as u64;
     let client_max_bytes = r.int(t, s, "client_max_bytes", 0, i64::MAX).unwrap_or(0) as u64;
-    let max_quiet_interval = r.duration(t, s, "max_quiet_interval").filter(|d| !d.is_zero());
+    let max_quiet_interval = r
+        .duration(t, s, "max_quiet_interval")
+        .filter(|d| !d.is_zero());
     let max_clients = r.int(t, s, "max_clients", 0, i64::MAX).unwrap_or(0) as usize;
     if r.problems.len() != before {
         return None;
@@ -528,7 +629,9 @@ max_quiet_interval = "5s"
         assert_eq!(a.framer, FramerKind::Mp3);
         assert_eq!(a.frame_bytes, 2881);
         assert_eq!(a.content_type, "audio/mpeg");
-        assert!(matches!(&a.source, SourceSpec::Exec { program, args } if program == "sh" && args.len() == 2));
+        assert!(
+            matches!(&a.source, SourceSpec::Exec { program, args } if program == "sh" && args.len() == 2)
+        );
         let b = &c.streams[1];
         assert_eq!(b.frame_bytes, 4410);
         assert_eq!(b.max_clients, 3);
@@ -557,13 +660,25 @@ flush = "1s"
         let lines: Vec<Option<usize>> = problems.iter().map(|p| p.0).collect();
         let text: Vec<&str> = problems.iter().map(|p| p.1.as_str()).collect();
         assert!(problems.len() >= 7, "{problems:?}");
-        assert!(text.iter().any(|t| t.contains("colour: unknown")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("colour: unknown")),
+            "{text:?}"
+        );
         assert!(lines.contains(&Some(1)), "listen on line 1: {problems:?}");
         assert!(lines.contains(&Some(2)));
         assert!(lines.contains(&Some(5)), "mount on line 5: {problems:?}");
-        assert!(lines.contains(&Some(7)), "frame_bytes on line 7: {problems:?}");
-        assert!(lines.contains(&Some(13)), "source_buffer on line 13: {problems:?}");
-        assert!(lines.contains(&Some(14)), "unknown flush on line 14: {problems:?}");
+        assert!(
+            lines.contains(&Some(7)),
+            "frame_bytes on line 7: {problems:?}"
+        );
+        assert!(
+            lines.contains(&Some(13)),
+            "source_buffer on line 13: {problems:?}"
+        );
+        assert!(
+            lines.contains(&Some(14)),
+            "unknown flush on line 14: {problems:?}"
+        );
         assert!(text.iter().any(|t| t.contains("exactly one source")));
     }
 

@@ -463,7 +463,11 @@ fn def(flag: Flag) -> &'static FlagDef {
 
 fn lookup(name: &str) -> Option<&'static FlagDef> {
     // streamserve's own README spells -frame-filter as -filter: accept both.
-    let name = if name == "filter" { "frame-filter" } else { name };
+    let name = if name == "filter" {
+        "frame-filter"
+    } else {
+        name
+    };
     FLAGS.iter().find(|d| d.name == name)
 }
 
@@ -975,15 +979,25 @@ impl Flags {
 
     /// `-config FILE`: everything comes from the file; only -log-level and
     /// -check-config may be given beside it.
-    fn build_from_file(&self, rest: Vec<OsString>, rust_log: Option<&str>) -> Result<Config, ConfigError> {
+    fn build_from_file(
+        &self,
+        rest: Vec<OsString>,
+        rust_log: Option<&str>,
+    ) -> Result<Config, ConfigError> {
         if let Some(first) = rest.first() {
             return Err(ConfigError::new(
                 "config",
-                format!("unexpected argument {:?}: with -config, the streams come from the file", first.to_string_lossy()),
+                format!(
+                    "unexpected argument {:?}: with -config, the streams come from the file",
+                    first.to_string_lossy()
+                ),
             ));
         }
         for d in FLAGS {
-            let allowed = matches!(d.flag, Flag::Config | Flag::LogLevel | Flag::CheckConfig | Flag::Version);
+            let allowed = matches!(
+                d.flag,
+                Flag::Config | Flag::LogLevel | Flag::CheckConfig | Flag::Version
+            );
             if !allowed && self.is_given(d.flag) {
                 return Err(ConfigError::new(
                     d.name,
@@ -995,7 +1009,8 @@ impl Flags {
             Some(Raw::Text(p)) if !p.is_empty() => PathBuf::from(p),
             _ => return Err(ConfigError::value("config", "", "needs a file name")),
         };
-        let mut config = file::load(&path).map_err(|e| ConfigError::new("config", e.to_string()))?;
+        let mut config =
+            file::load(&path).map_err(|e| ConfigError::new("config", e.to_string()))?;
         if self.is_given(Flag::LogLevel) {
             let s = self.text(Flag::LogLevel)?;
             config.log_level = parse_level(s).ok_or_else(|| {
