@@ -106,7 +106,7 @@ impl Sender {
             fd,
             next: start,
             offset: 0,
-            needs_header: config.header_bytes > 0,
+            needs_header: true,
             prefix: None,
             prefix_pos: 0,
             tail: Vec::new(),
@@ -167,7 +167,7 @@ impl Sender {
     /// Take the stream's header bytes before the first frame goes out.
     fn take_header(&mut self, stream: &Stream) {
         self.needs_header = false;
-        let h = stream.header();
+        let h = stream.header_for(self.next);
         if !h.bytes.is_empty() {
             self.prefix = Some(h.bytes);
             self.prefix_pos = 0;

@@ -118,8 +118,11 @@ pub struct Stream {
     config: Mutex<Arc<StreamConfig>>,
     /// The frames.
     pub ring: Arc<Ring>,
-    /// The current session's header bytes; taken once per client start.
-    header: Mutex<Header>,
+    /// Stream headers in force from a frame on, oldest first (at most
+    /// [`HEADER_HISTORY`]): the session's `-header-bytes`, or headers a
+    /// framer found (Ogg identification/comment/setup pages, which a chained
+    /// stream replaces mid-session). Taken once per client start.
+    headers: Mutex<Vec<Header>>,
     /// `SourceState` as u8. Release on store, Acquire on load: a client that
     /// sees Running also sees `session_start` of that session.
     state: AtomicU8,
@@ -149,6 +152,10 @@ pub struct Stream {
     pub created: Instant,
 }
 
+/// Headers kept per stream: enough for a client that starts a little behind
+/// a header change to get the header of its own frames.
+pub const HEADER_HISTORY: usize = 4;
+
 /// Stream ids are handed out from here.
 static NEXT_STREAM_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -163,10 +170,7 @@ impl Stream {
             mount: config.mount.clone(),
             config: Mutex::new(Arc::new(config)),
             ring,
-            header: Mutex::new(Header {
-                first_frame: 0,
-                bytes: Arc::from(Vec::new()),
-            }),
+            headers: Mutex::new(Vec::new()),
             state: AtomicU8::new(SourceState::Idle as u8),
             session_start: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
@@ -245,23 +249,47 @@ impl Stream {
     /// Begin a new session at frame `first_frame` with these header bytes
     /// (source thread only, before the session's first frame is published).
     pub fn begin_session(&self, first_frame: u64, header: Vec<u8>) {
-        if let Ok(mut h) = self.header.lock() {
-            *h = Header {
-                first_frame,
-                bytes: Arc::from(header),
-            };
-        }
+        self.set_header(first_frame, header);
         self.session_start.store(first_frame, Ordering::Release);
         self.session_started_ms.store(unix_ms(), Ordering::Relaxed);
         self.set_state(SourceState::Running);
     }
 
-    /// The current header bytes (one lock per client start).
-    pub fn header(&self) -> Header {
-        match self.header.lock() {
-            Ok(h) => h.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    /// Make `bytes` the stream header for frames from `first_frame` on
+    /// (source thread only, before that frame is published). A framer that
+    /// meets a new logical stream (chained Ogg) calls this mid-session.
+    pub fn set_header(&self, first_frame: u64, bytes: Vec<u8>) {
+        let mut h = match self.headers.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        h.retain(|x| x.first_frame < first_frame);
+        h.push(Header {
+            first_frame,
+            bytes: Arc::from(bytes),
+        });
+        if h.len() > HEADER_HISTORY {
+            let extra = h.len() - HEADER_HISTORY;
+            h.drain(..extra);
         }
+    }
+
+    /// The header in force at frame `n`: what a client starting at `n` must
+    /// receive first (empty when none). One lock per client start.
+    pub fn header_for(&self, n: u64) -> Header {
+        let h = match self.headers.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        h.iter()
+            .rev()
+            .find(|x| x.first_frame <= n)
+            .or(h.first())
+            .cloned()
+            .unwrap_or(Header {
+                first_frame: 0,
+                bytes: Arc::from(Vec::new()),
+            })
     }
 
     /// Frame a new client starts at: the newest complete frame while the source
