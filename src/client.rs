@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
 
-use crate::config::StreamConfig;
+use crate::config::{FramerKind, StreamConfig};
+use crate::reservoir;
 use crate::ring::Ring;
 use crate::stats::ClientStats;
 use crate::stream::{ClientLive, Stream};
@@ -32,6 +33,8 @@ use crate::sys::{self, io_slice, IoSlice, SendResult};
 pub const MAX_IOV: usize = 64;
 /// Most bytes asked of one vectored send.
 pub const MAX_SEND_BYTES: usize = 256 * 1024;
+/// Most bytes of lagging frames copied out of the ring per send.
+pub const MAX_COPY_BYTES: usize = 64 * 1024;
 
 /// What one call of [`Sender::try_send`] did.
 #[derive(Debug)]
@@ -72,10 +75,17 @@ pub struct Sender {
     /// Header bytes to send before any frame, and how many went out.
     prefix: Option<Arc<[u8]>>,
     prefix_pos: usize,
-    /// The remainder of one frame copied out of the ring (blocked clients
-    /// only; always ends at a frame end), and how much of it went out.
+    /// Owned frame bytes sent before the ring frames: the remainder of one
+    /// frame copied out for a blocked client, or an MP3 lead-in (see
+    /// `reservoir.rs`). Always ends at a frame end.
     tail: Vec<u8>,
     tail_pos: usize,
+    /// Whole frames in `tail`.
+    tail_frames: u64,
+    /// MP3 layer III stream: joins and skips get a bit-reservoir lead-in.
+    mp3: bool,
+    /// A lead-in is due before frame `next` (set at join and at each skip).
+    leadin_due: bool,
     /// End the response after the whole frame that reaches this many frame
     /// bytes; 0 = never.
     max_bytes: u64,
@@ -111,6 +121,9 @@ impl Sender {
             prefix_pos: 0,
             tail: Vec::new(),
             tail_pos: 0,
+            tail_frames: 0,
+            mp3: config.framer == FramerKind::Mp3,
+            leadin_due: config.framer == FramerKind::Mp3,
             max_bytes: config.client_max_bytes,
             body_bytes: 0,
             bytes_sent: 0,
@@ -161,6 +174,46 @@ impl Sender {
             stats.frames_skipped.add(skipped);
             stats.laps.inc();
             self.next = newest;
+            self.leadin_due = self.mp3;
+        }
+    }
+
+    /// Frames below `floor` ([`Stream::zero_copy_floor`]) are copied
+    /// (validated) into `tail` and sent from there: the writer could reach
+    /// their slots while the kernel copies them, and bytes on the wire cannot
+    /// be taken back. Caught-up clients of a live stream never take this path;
+    /// lagging ones copy at most [`MAX_COPY_BYTES`] per send.
+    fn copy_lagging(&mut self, head: u64, floor: u64) {
+        self.tail.clear();
+        self.tail_pos = 0;
+        self.tail_frames = 0;
+        while self.next < floor && self.next < head && self.tail.len() < MAX_COPY_BYTES {
+            if self.max_bytes > 0 && self.body_bytes >= self.max_bytes {
+                break;
+            }
+            let before = self.tail.len();
+            if !self.ring.append_frame(self.next, &mut self.tail) {
+                // Overwritten already: the lap check moves the client on.
+                break;
+            }
+            self.body_bytes += (self.tail.len() - before) as u64;
+            self.tail_frames += 1;
+            self.next += 1;
+        }
+    }
+
+    /// Before the first frame after a join or a skip of an MP3 stream: put
+    /// the lead-in that carries frame `next`'s bit reservoir into `tail`.
+    fn build_leadin(&mut self, stream: &Stream, head: u64) {
+        self.leadin_due = false;
+        let floor = stream.session_start().max(self.ring.oldest_safe(head));
+        match reservoir::lead_in(&self.ring, self.next, floor, &mut self.tail) {
+            Some(frames) if frames > 0 => {
+                self.tail_pos = 0;
+                self.tail_frames = frames;
+                self.body_bytes += self.tail.len() as u64;
+            }
+            _ => self.tail.clear(),
         }
     }
 
@@ -181,6 +234,18 @@ impl Sender {
             self.take_header(stream);
         }
         self.skip_if_lapped(head, stats);
+        if self.leadin_due
+            && !self.needs_header
+            && self.offset == 0
+            && !self.owned_pending()
+            && head > self.next
+        {
+            self.build_leadin(stream, head);
+        }
+        let zero_copy_floor = stream.zero_copy_floor(head);
+        if !self.needs_header && self.offset == 0 && !self.owned_pending() {
+            self.copy_lagging(head, zero_copy_floor);
+        }
 
         let mut iov: [IoSlice; MAX_IOV] = [io_slice(std::ptr::null(), 0); MAX_IOV];
         // For each frame piece: (frame number, full length, bytes in the piece).
@@ -209,6 +274,11 @@ impl Sender {
         // yet (no frame was available a moment ago) add no frame now.
         while !self.needs_header && n < head && count < MAX_IOV && total < MAX_SEND_BYTES {
             if self.max_bytes > 0 && planned >= self.max_bytes {
+                break;
+            }
+            if n < zero_copy_floor && !(n == self.next && self.offset > 0) {
+                // Too close to the writer to send from the slot: copied on a
+                // later call (after the owned bytes ahead of it are out).
                 break;
             }
             let Some(f) = self.ring.frame(n) else {
@@ -304,6 +374,20 @@ impl Sender {
                 left = 0;
             }
         }
+        if self.offset > 0 && !self.owned_pending() {
+            // A frame went out in part: the socket is full. Copy its rest out
+            // of the ring now, while the slot still holds it, so the writer
+            // cannot overwrite it before the client has room again.
+            let (n, offset) = (self.next, self.offset);
+            if !self.ring.copy_frame_from(n, offset, &mut self.tail) {
+                return Step::Finished(End::Torn);
+            }
+            self.tail_pos = 0;
+            self.tail_frames = 1;
+            self.body_bytes += (offset + self.tail.len()) as u64;
+            self.next += 1;
+            self.offset = 0;
+        }
         self.publish();
         Step::Progress
     }
@@ -311,8 +395,9 @@ impl Sender {
     fn finish_tail(&mut self, stats: &ClientStats) {
         self.tail.clear();
         self.tail_pos = 0;
-        self.frames_sent += 1;
-        stats.frames_out.inc();
+        self.frames_sent += self.tail_frames;
+        stats.frames_out.add(self.tail_frames);
+        self.tail_frames = 0;
         if self.tail.capacity() > 4096 {
             // Keep a blocked client's memory small once it has recovered.
             self.tail = Vec::new();
@@ -337,9 +422,17 @@ impl Sender {
         if self.next >= head {
             return Ok(());
         }
+        if self.leadin_due && self.offset == 0 {
+            self.build_leadin(stream, head);
+            if self.owned_pending() {
+                return Ok(());
+            }
+        }
         let offset = self.offset;
         if self.ring.copy_frame_from(self.next, offset, &mut self.tail) {
+            // (copy_frame_from clears `tail` first; no owned bytes were pending.)
             self.tail_pos = 0;
+            self.tail_frames = 1;
             self.body_bytes += (offset + self.tail.len()) as u64;
             self.next += 1;
             self.offset = 0;

@@ -189,7 +189,7 @@ mod tests {
                 path: "/a".into(),
                 query: "b=1".into(),
                 minor_version: 1,
-                head_len: 33,
+                head_len: 32,
             })
         );
         match parse_request(b"HEAD / HTTP/1.0\r\n\r\n").unwrap() {

@@ -18,6 +18,7 @@
 //! | [`source`] | the source thread: open / read / reopen with backoff / close-idle / quiet kill / pacing |
 //! | [`demo`] | the built-in test-tone stream used when no source is given |
 //! | [`framing`] | framers (raw, mp3) that cut bytes into whole frames |
+//! | [`reservoir`] | clean MP3 joins and skips: the bit-reservoir lead-in |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
 //! | [`shard`] | one glommio executor per core: accept loop, connection tasks, the watcher |
 //! | [`client`] | one listener's position and the vectored-send hot path |
@@ -56,6 +57,7 @@ pub mod demo;
 pub mod framing;
 pub mod http;
 pub mod logger;
+pub mod reservoir;
 pub mod ring;
 pub mod server;
 pub mod shard;

@@ -236,6 +236,29 @@ impl Ring {
         self.copy_frame_from(n, 0, out)
     }
 
+    /// Append frame `n` whole to `out` if it can be read whole; on failure
+    /// `out` is left as it was and false returned.
+    pub fn append_frame(&self, n: u64, out: &mut Vec<u8>) -> bool {
+        let before = out.len();
+        let Some(f) = self.frame(n) else { return false };
+        out.reserve(f.len);
+        // SAFETY: as in `copy_frame_from`: volatile reads of the slot into
+        // spare capacity of `out`, accepted only if `still_valid` holds.
+        unsafe {
+            let dst = out.as_mut_ptr().add(before);
+            for i in 0..f.len {
+                ptr::write(dst.add(i), ptr::read_volatile(f.ptr.add(i)));
+            }
+            out.set_len(before + f.len);
+        }
+        if self.still_valid(n) {
+            true
+        } else {
+            out.truncate(before);
+            false
+        }
+    }
+
     /// Like [`Ring::copy_frame`] but only the bytes from `offset` on.
     pub fn copy_frame_from(&self, n: u64, offset: usize, out: &mut Vec<u8>) -> bool {
         out.clear();

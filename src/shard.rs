@@ -373,6 +373,15 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         respond_and_close(&mut tcp, &http::unavailable_response()).await;
         return;
     }
+    // Choose where the client starts before joining: joining wakes an idle
+    // source (lazy start), which could publish and even finish its frames
+    // before a later choice, and the client would miss them.
+    let burst = config.burst_bytes.max(
+        config
+            .burst
+            .map_or(0, |d| (stream.byte_rate() as f64 * d.as_secs_f64()) as u64),
+    );
+    let start = stream.start_frame_with_burst(burst);
     if !stream.try_join() {
         shard.server.clients.fetch_sub(1, Ordering::AcqRel);
         shard.stats().rejected_full.inc();
@@ -392,7 +401,6 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     cstats.clients_now.set(cstats.clients_now.get() + 1);
     let started = Instant::now();
 
-    let start = stream.start_frame();
     let live = Arc::new(ClientLive::new(stream.id, shard.id, peer, start));
     let registry = &shard.server.registries[shard.id];
     registry.insert(live.clone());

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::SourceSpec;
-use crate::framing::{new_framer, Framer, FramerStats};
+use crate::framing::{new_framer, FrameSink, Framer, FramerStats};
 use crate::ring::RingWriter;
 use crate::stream::{Bell, SourceState, Stream};
 use crate::sys::{self, EventFd};
@@ -177,7 +177,7 @@ struct SourceThread {
 impl SourceThread {
     fn new(ctx: SourceContext) -> SourceThread {
         let cfg = ctx.stream.config();
-        let framer = new_framer(cfg.framer, cfg.frame_bytes);
+        let framer = new_framer(cfg.framer, cfg.frame_bytes, &ctx.stream.name);
         let writer = RingWriter::new(ctx.stream.ring.clone());
         SourceThread {
             ctx,
@@ -235,7 +235,7 @@ impl SourceThread {
             self.stream().take_restart();
             let cfg = self.stream().config();
             if cfg.framer != self.framer_kind {
-                self.framer = new_framer(cfg.framer, cfg.frame_bytes);
+                self.framer = new_framer(cfg.framer, cfg.frame_bytes, &self.ctx.stream.name);
                 self.framer_kind = cfg.framer;
                 self.framer_seen = FramerStats::default();
             }
@@ -398,6 +398,12 @@ impl SourceThread {
         }
         let began = Instant::now();
         let mut last_data = began;
+        // Byte-rate measurement (for burst_ms): bytes since `rate_mark`.
+        // The writer's pace is unknown until measured: readers stay careful.
+        self.stream().set_frame_rate(0);
+        let mut rate_mark = began;
+        let mut rate_bytes: u64 = 0;
+        let mut rate_frames_mark = self.stream().source_stats.frames_in.get();
         // Pacing: bytes we may have read by now = first frame + rate * elapsed.
         let mut consumed: u64 = 0;
         let mut pace_origin = began;
@@ -485,6 +491,24 @@ impl SourceThread {
             };
             last_data = Instant::now();
             consumed += n as u64;
+            rate_bytes += n as u64;
+            let since = last_data - rate_mark;
+            if since >= Duration::from_secs(1) {
+                let rate = (rate_bytes as f64 / since.as_secs_f64()) as u64;
+                let old = self.stream().byte_rate();
+                // Smooth a little: half the old estimate, half the new.
+                self.stream()
+                    .set_byte_rate(if old == 0 { rate } else { (old + rate) / 2 });
+                let frames_now = self.stream().source_stats.frames_in.get();
+                let fps = ((frames_now - rate_frames_mark) as f64 / since.as_secs_f64()) as u64;
+                // Fast attack, slow decay: a burst counts at once.
+                let old_fps = self.stream().frame_rate();
+                self.stream()
+                    .set_frame_rate(fps.max((old_fps + fps) / 2).max(1));
+                rate_frames_mark = frames_now;
+                rate_mark = last_data;
+                rate_bytes = 0;
+            }
             self.stream().source_stats.bytes_in.add(n as u64);
             let mut chunk_start = 0;
             if !header_done {
@@ -508,15 +532,17 @@ impl SourceThread {
         }
     }
 
-    /// Frame `buf[from..to]` and publish every whole frame.
+    /// Frame `buf[from..to]`, publish every whole frame, and make a stream
+    /// header the framer emits (Ogg header pages) the header of the frames
+    /// published after it.
     fn feed(&mut self, from: usize, to: usize) {
-        let writer = &mut self.writer;
-        let mut published = 0u64;
-        self.framer.push(&self.buf[from..to], &mut |frame: &[u8]| {
-            if writer.publish(frame).is_some() {
-                published += 1;
-            }
-        });
+        let mut sink = Publish {
+            writer: &mut self.writer,
+            stream: &self.ctx.stream,
+            published: 0,
+        };
+        self.framer.push(&self.buf[from..to], &mut sink);
+        let published = sink.published;
         self.sync_framer_stats();
         if published > 0 {
             self.stream().source_stats.frames_in.add(published);
@@ -525,19 +551,42 @@ impl SourceThread {
     }
 
     /// Add what the framer counted since last time to the stream's counters.
+    /// (The MP3 framer may count a few invalid bytes back as tag bytes, when
+    /// an APE tag turns out to have preceded its footer; the stream's
+    /// counter keeps them.)
     fn sync_framer_stats(&mut self) {
         let now = self.framer.stats();
         let s = &self.ctx.stream.source_stats;
-        s.invalid_bytes
-            .add(now.invalid_bytes - self.framer_seen.invalid_bytes);
-        s.oversized_frames
-            .add(now.oversized_frames - self.framer_seen.oversized_frames);
+        s.invalid_bytes.add(
+            now.invalid_bytes
+                .saturating_sub(self.framer_seen.invalid_bytes),
+        );
+        s.oversized_frames.add(
+            now.oversized_frames
+                .saturating_sub(self.framer_seen.oversized_frames),
+        );
         self.framer_seen = now;
     }
 
     fn end_session(&mut self) {
         self.framer.reset();
         self.sync_framer_stats();
+        let f = self.framer.stats();
+        if f.tags + f.info_frames + f.free_format_headers + f.headers > 0 {
+            log::info!(
+                "source framer stream={} frames={} invalid_bytes={} tags={} tag_bytes={} info_frames={} free_format_headers={} headers={} header_bytes={} partial_bytes_dropped={}",
+                self.stream().name,
+                f.frames,
+                f.invalid_bytes,
+                f.tags,
+                f.tag_bytes,
+                f.info_frames,
+                f.free_format_headers,
+                f.headers,
+                f.header_bytes,
+                f.partial_bytes_dropped,
+            );
+        }
     }
 
     fn log_stats(&self) {
@@ -562,6 +611,30 @@ impl SourceThread {
             frames_out,
             skipped
         );
+    }
+}
+
+/// The framer's output during [`SourceThread::feed`]: frames go into the
+/// ring; a stream header becomes the stream's header from the next frame
+/// number on (`head` now, before the next frame is published), so a client
+/// that starts at or after that frame gets it first.
+struct Publish<'a> {
+    writer: &'a mut RingWriter,
+    stream: &'a Stream,
+    /// Frames published so far.
+    published: u64,
+}
+
+impl FrameSink for Publish<'_> {
+    fn frame(&mut self, frame: &[u8]) {
+        if self.writer.publish(frame).is_some() {
+            self.published += 1;
+        }
+    }
+
+    fn header(&mut self, header: &[u8]) {
+        self.stream
+            .set_header(self.writer.ring().head(), header.to_vec());
     }
 }
 

@@ -140,6 +140,12 @@ pub struct Stream {
     /// Wall-clock start of the current source session, in ms since the Unix
     /// epoch (0 = no session); for status.
     session_started_ms: AtomicU64,
+    /// The source's measured byte rate (bytes/s over the last second or so),
+    /// written by the source thread; used to turn `burst_ms` into bytes.
+    byte_rate: AtomicU64,
+    /// The source's measured frame rate (frames/s; 0 = not measured yet),
+    /// written by the source thread; tells readers how fast the writer laps.
+    frame_rate: AtomicU64,
     /// Wakes the source thread (a client arrived, the last one left, stop).
     pub control: EventFd,
     /// Set when the source must stop for good (server shutdown).
@@ -177,6 +183,8 @@ impl Stream {
             clients_peak: AtomicUsize::new(0),
             restart: AtomicBool::new(false),
             session_started_ms: AtomicU64::new(0),
+            byte_rate: AtomicU64::new(0),
+            frame_rate: AtomicU64::new(0),
             control: EventFd::new()?,
             stop: AtomicBool::new(false),
             source_stats: SourceStats::default(),
@@ -305,6 +313,83 @@ impl Stream {
         } else {
             head
         }
+    }
+
+    /// First frame of the current (or next) source session.
+    pub fn session_start(&self) -> u64 {
+        self.session_start.load(Ordering::Acquire)
+    }
+
+    /// Record the source's measured byte rate (source thread).
+    pub fn set_byte_rate(&self, bytes_per_s: u64) {
+        self.byte_rate.store(bytes_per_s, Ordering::Relaxed);
+    }
+
+    /// The source's measured byte rate.
+    pub fn byte_rate(&self) -> u64 {
+        self.byte_rate.load(Ordering::Relaxed)
+    }
+
+    /// Record the source's measured frame rate (source thread).
+    pub fn set_frame_rate(&self, frames_per_s: u64) {
+        self.frame_rate.store(frames_per_s, Ordering::Relaxed);
+    }
+
+    /// The source's measured frame rate (0 = not measured yet).
+    pub fn frame_rate(&self) -> u64 {
+        self.frame_rate.load(Ordering::Relaxed)
+    }
+
+    /// Oldest frame a reader may hand to the kernel straight from its slot
+    /// now; older frames are copied (validated) first. The writer must be
+    /// unable to reach a zero-copy slot during a send: keep a margin of four
+    /// times the frames it publishes in 20 ms (at least the lap guard). When
+    /// that margin is the whole ring (a source read as fast as a pipe allows)
+    /// or the rate is not measured yet (the first second of a session), every
+    /// frame is copied: a validated copy cannot be torn. For a live stream the
+    /// margin is a few slots and nearly every send is zero-copy.
+    #[inline]
+    pub fn zero_copy_floor(&self, head: u64) -> u64 {
+        let cap = self.ring.capacity();
+        let fps = self.frame_rate.load(Ordering::Relaxed);
+        let margin = if fps == 0 {
+            cap
+        } else {
+            (fps / 12).max(self.ring.guard())
+        };
+        (head + margin.min(cap)).saturating_sub(cap)
+    }
+
+    /// Frame a new client starts at with fast start: the oldest of the most
+    /// recent whole frames of this session that add up to `burst` bytes,
+    /// staying clear of the writer (so the burst is not lapped at once).
+    /// Without a burst, or before the session has frames, as
+    /// [`Stream::start_frame`].
+    pub fn start_frame_with_burst(&self, burst: u64) -> u64 {
+        let newest = self.start_frame();
+        if burst == 0 || self.state() != SourceState::Running {
+            return newest;
+        }
+        let head = self.ring.head();
+        if newest + 1 != head {
+            return newest;
+        }
+        // Keep a guard's worth of slots more than a lagging reader needs.
+        let floor = self
+            .session_start()
+            .max(self.ring.oldest_safe(head) + self.ring.guard());
+        let mut start = newest;
+        let mut bytes = self.ring.frame(newest).map_or(0, |f| f.len as u64);
+        while bytes < burst && start > floor {
+            match self.ring.frame(start - 1) {
+                Some(f) => {
+                    bytes += f.len as u64;
+                    start -= 1;
+                }
+                None => break,
+            }
+        }
+        start
     }
 
     /// True once the source has ended for good and no more frames will come.

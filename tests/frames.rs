@@ -23,12 +23,37 @@ fn raw_server(frame: usize, rate: u32, extra: &[&str]) -> Server {
 
 #[test]
 fn raw_frames_are_exact_and_aligned() {
-    let server = raw_server(1000, 100, &["-content-type", "application/x-ringcast-test"]);
+    // Each frame is written in three uneven pieces: the framer must put them
+    // back together.
+    let mut args: Vec<String> = [
+        "-frame-bytes",
+        "1000",
+        "-content-type",
+        "application/x-ringcast-test",
+        "-exec",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(raw_gen_args_split(1000, 100, 0, None, 0, true));
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let server = start(&refs);
     let mut c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "head: {}", c.head);
-    assert_eq!(c.header("Content-Type").as_deref(), Some("application/x-ringcast-test"));
-    assert_eq!(c.header("Content-Length"), None, "the body is delimited by close");
-    assert_eq!(c.header("Transfer-Encoding"), None, "the body is not chunked");
+    assert_eq!(
+        c.header("Content-Type").as_deref(),
+        Some("application/x-ringcast-test")
+    );
+    assert_eq!(
+        c.header("Content-Length"),
+        None,
+        "the body is delimited by close"
+    );
+    assert_eq!(
+        c.header("Transfer-Encoding"),
+        None,
+        "the body is not chunked"
+    );
     let body = c.read_body(60 * 1000, WAIT);
     let nums = raw_frames(&body, 1000).unwrap();
     assert_consecutive(&nums, "one client");
@@ -41,7 +66,10 @@ fn http10_get_gets_an_http10_response_with_frames() {
     let server = raw_server(100, 100, &[]);
     let mut c = server.request("GET /any/path?x=1 HTTP/1.0\r\n\r\n");
     assert_eq!(c.status_line(), "HTTP/1.0 200 OK", "head: {}", c.head);
-    assert_eq!(c.header("Content-Type").as_deref(), Some("application/octet-stream"));
+    assert_eq!(
+        c.header("Content-Type").as_deref(),
+        Some("application/octet-stream")
+    );
     let body = c.read_body(20 * 100, WAIT);
     assert_consecutive(&raw_frames(&body, 100).unwrap(), "HTTP/1.0 client");
 }
@@ -60,7 +88,7 @@ fn ten_concurrent_clients_receive_identical_bytes() {
     let starts: Vec<u64> = firsts.iter().map(|f| check_raw_frame(f).unwrap()).collect();
     let common_start = *starts.iter().max().unwrap();
     let end = common_start + 200; // inclusive; 200+ frames in common
-    // Every client reads up to frame `end` at once, in its own thread.
+                                  // Every client reads up to frame `end` at once, in its own thread.
     let handles: Vec<_> = clients
         .into_iter()
         .zip(firsts)
@@ -86,7 +114,10 @@ fn ten_concurrent_clients_receive_identical_bytes() {
         assert_eq!(common.len(), 201 * F);
         match &reference {
             None => reference = Some(common.to_vec()),
-            Some(r) => assert!(r == common, "client {i} got different bytes for frames {common_start}..={end}"),
+            Some(r) => assert!(
+                r == common,
+                "client {i} got different bytes for frames {common_start}..={end}"
+            ),
         }
     }
 }
@@ -120,12 +151,12 @@ fn client_joining_mid_stream_starts_at_the_newest_frame() {
 fn stalled_client_is_skipped_forward_while_another_keeps_every_frame() {
     const F: usize = 64 * 1024;
     const RATE: u32 = 100; // 6.5 MB/s
-    // A stalled client stops reading after its response head, so its kernel
-    // buffers stay small (receive autotuning only grows with reading). Stall
-    // until this many frames (~26 MB) went by: far more than the buffers and
-    // the ring together.
+                           // A stalled client stops reading after its response head, so its kernel
+                           // buffers stay small (receive autotuning only grows with reading). Stall
+                           // until this many frames (~26 MB) went by: far more than the buffers and
+                           // the ring together.
     const STALL_FRAMES: u64 = 400;
-    let server = raw_server(F, RATE, &["-source-buffer", "16", "-flush-interval", "0"]);
+    let server = raw_server(F, RATE, &["-source-buffer", "48", "-flush-interval", "0"]);
 
     // The good client reads everything in its own thread and checks that
     // every frame is there.
@@ -183,7 +214,8 @@ fn stalled_client_is_skipped_forward_while_another_keeps_every_frame() {
             break;
         }
     }
-    let jump = jump_at.unwrap_or_else(|| panic!("the stalled client never skipped: {}", short(&nums)));
+    let jump =
+        jump_at.unwrap_or_else(|| panic!("the stalled client never skipped: {}", short(&nums)));
     eprintln!(
         "stalled client: {} frames from its buffers, then {} -> {}",
         jump,
@@ -192,7 +224,11 @@ fn stalled_client_is_skipped_forward_while_another_keeps_every_frame() {
     );
     drop(stalled);
     let end = server.wait_client_end(stalled_addr, WAIT);
-    assert!(end.skipped > 0, "the stalled client's log line shows no skip: {}", end.line);
+    assert!(
+        end.skipped > 0,
+        "the stalled client's log line shows no skip: {}",
+        end.line
+    );
 
     stop.store(true, Ordering::Release);
     let (good, good_nums) = good_thread.join().expect("the reading client failed");
@@ -200,7 +236,11 @@ fn stalled_client_is_skipped_forward_while_another_keeps_every_frame() {
     assert_consecutive(&good_nums, "the reading client");
     drop(good);
     let end = server.wait_client_end(good_addr, WAIT);
-    assert_eq!(end.skipped, 0, "the reading client was skipped: {}", end.line);
+    assert_eq!(
+        end.skipped, 0,
+        "the reading client was skipped: {}",
+        end.line
+    );
 }
 
 #[test]
@@ -294,7 +334,10 @@ fn mp3_framing_sends_only_whole_valid_frames_and_skips_garbage() {
         let n = u64::from_be_bytes(rest[..8].try_into().unwrap());
         let mut frame = head;
         frame.extend_from_slice(&rest);
-        assert!(frame == mp3_frame(n), "frame {n} ({size} bytes) is not the frame sent");
+        assert!(
+            frame == mp3_frame(n),
+            "frame {n} ({size} bytes) is not the frame sent"
+        );
         nums.push(n);
     }
     assert_consecutive(&nums, "mp3 client");
@@ -303,8 +346,7 @@ fn mp3_framing_sends_only_whole_valid_frames_and_skips_garbage() {
         "source stats with invalid_bytes > 0",
         |l| {
             l.contains("source stats")
-                && l
-                    .split_whitespace()
+                && l.split_whitespace()
                     .find_map(|w| w.strip_prefix("invalid_bytes="))
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|v| v > 0)
@@ -327,7 +369,11 @@ fn header_bytes_reach_every_client_first() {
     let header = stream_header(H);
 
     let mut a = server.get();
-    assert_eq!(a.read_body(H, WAIT), header, "the first client's body must start with the header bytes");
+    assert_eq!(
+        a.read_body(H, WAIT),
+        header,
+        "the first client's body must start with the header bytes"
+    );
     let mut last = a.read_raw_frame(F, WAIT);
     while last < 50 {
         let n = a.read_raw_frame(F, WAIT);
@@ -336,9 +382,16 @@ fn header_bytes_reach_every_client_first() {
     }
 
     let mut b = server.get();
-    assert_eq!(b.read_body(H, WAIT), header, "a later client's body must start with the header bytes");
+    assert_eq!(
+        b.read_body(H, WAIT),
+        header,
+        "a later client's body must start with the header bytes"
+    );
     let first_b = b.read_raw_frame(F, WAIT);
-    assert!(first_b >= last, "the later client starts at frame {first_b}, before {last}");
+    assert!(
+        first_b >= last,
+        "the later client starts at frame {first_b}, before {last}"
+    );
     let body = b.read_body(10 * F, WAIT);
     let mut nums = vec![first_b];
     nums.extend(raw_frames(&body, F).unwrap());
@@ -348,4 +401,40 @@ fn header_bytes_reach_every_client_first() {
     let nums = raw_frames(&body, F).unwrap();
     assert_eq!(nums[0], last + 1);
     assert_consecutive(&nums, "the first client");
+}
+
+#[test]
+fn mp3_frames_larger_than_frame_bytes_are_dropped_not_truncated() {
+    // -frame-bytes 417: the unpadded (even) frames fit, the padded 418-byte
+    // (odd) ones do not and must not be sent cut to 417 bytes.
+    let server = start(&[
+        "-frame-filter",
+        "mp3",
+        "-frame-bytes",
+        "417",
+        "-exec",
+        "python3",
+        "-c",
+        MP3_GEN,
+        "100",
+    ]);
+    let mut c = server.get();
+    let body = c.read_body(20 * 417, WAIT);
+    let mut nums = Vec::new();
+    for (i, f) in body.chunks(417).enumerate() {
+        assert_eq!(
+            &f[..4],
+            &[0xFF, 0xFB, 0x90, 0x64],
+            "piece {i} of the body is not an unpadded frame"
+        );
+        let n = u64::from_be_bytes(f[4..12].try_into().unwrap());
+        assert!(
+            f == mp3_frame(n).as_slice(),
+            "piece {i} (frame {n}) is not the frame sent"
+        );
+        nums.push(n);
+    }
+    for w in nums.windows(2) {
+        assert_eq!(w[1], w[0] + 2, "frames {:?}", nums);
+    }
 }

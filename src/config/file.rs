@@ -16,7 +16,7 @@
 //! [[stream]]
 //! mount = "/radio.mp3"
 //! exec = ["ffmpeg", "-re", "-i", "in.mp3", "-f", "mp3", "-"]  # or path = "...", or demo = true
-//! framer = "mp3"                   # raw | mp3
+//! framer = "mp3"                   # raw | mp3 | aac | ogg
 //! frame_bytes = 2881
 //! source_buffer = 512
 //! content_type = "audio/mpeg"
@@ -27,6 +27,8 @@
 //! client_max_bytes = 0
 //! max_quiet_interval = "30s"
 //! max_clients = 0
+//! burst_bytes = 65536              # fast start: recent frames up to this many bytes
+//! burst_ms = 2000                  # ... or this long at the measured source rate
 //! ```
 //!
 //! Every problem in a file is reported, each with the line it is on, so
@@ -280,6 +282,8 @@ const STREAM_KEYS: &[&str] = &[
     "client_max_bytes",
     "max_quiet_interval",
     "max_clients",
+    "burst_bytes",
+    "burst_ms",
 ];
 
 /// Parse the text of a configuration file.
@@ -521,8 +525,14 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
     let framer = match r.string(t, s, "framer").as_deref() {
         None | Some("raw") | Some("") => FramerKind::Raw,
         Some("mp3") => FramerKind::Mp3,
+        Some("aac") => FramerKind::Aac,
+        Some("ogg") => FramerKind::Ogg,
         Some(other) => {
-            r.problem(s, "framer", format!("{other:?}: must be raw or mp3"));
+            r.problem(
+                s,
+                "framer",
+                format!("{other:?}: must be raw, mp3, aac or ogg"),
+            );
             FramerKind::Raw
         }
     };
@@ -530,6 +540,8 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
     let default_frame = match (framer, is_demo) {
         (_, true) => crate::demo::FRAME_BYTES,
         (FramerKind::Mp3, _) => crate::framing::MP3_MAX_FRAME_BYTES,
+        (FramerKind::Aac, _) => crate::framing::AAC_MAX_FRAME_BYTES,
+        (FramerKind::Ogg, _) => crate::framing::OGG_MAX_PAGE_BYTES,
         (FramerKind::Raw, _) => 64,
     };
     let frame_bytes = r
@@ -556,6 +568,8 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
         }
         None if is_demo => crate::demo::CONTENT_TYPE.to_string(),
         None if framer == FramerKind::Mp3 => "audio/mpeg".to_string(),
+        None if framer == FramerKind::Aac => "audio/aac".to_string(),
+        None if framer == FramerKind::Ogg => "audio/ogg".to_string(),
         None => "application/octet-stream".to_string(),
     };
     let reopen = r.boolean(t, s, "reopen").unwrap_or(true);
@@ -574,6 +588,11 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
         .duration(t, s, "max_quiet_interval")
         .filter(|d| !d.is_zero());
     let max_clients = r.int(t, s, "max_clients", 0, i64::MAX).unwrap_or(0) as usize;
+    let burst_bytes = r.int(t, s, "burst_bytes", 0, i64::MAX).unwrap_or(0) as u64;
+    let burst = r
+        .int(t, s, "burst_ms", 0, 3_600_000)
+        .filter(|ms| *ms > 0)
+        .map(|ms| Duration::from_millis(ms as u64));
     if r.problems.len() != before {
         return None;
     }
@@ -591,6 +610,8 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
         reopen,
         max_quiet_interval,
         max_clients,
+        burst_bytes,
+        burst,
     })
 }
 
@@ -616,6 +637,44 @@ source_buffer = 100
 max_clients = 3
 max_quiet_interval = "5s"
 "#;
+
+    #[test]
+    fn aac_and_ogg_framers_have_their_defaults() {
+        let c = parse(
+            r#"
+[[stream]]
+mount = "/a.aac"
+path = "/tmp/a"
+framer = "aac"
+
+[[stream]]
+mount = "/b.ogg"
+path = "/tmp/b"
+framer = "ogg"
+
+[[stream]]
+mount = "/c.ogg"
+path = "/tmp/c"
+framer = "ogg"
+frame_bytes = 9000
+content_type = "application/ogg"
+"#,
+        )
+        .unwrap();
+        let s: Vec<_> = c
+            .streams
+            .iter()
+            .map(|s| (s.framer, s.frame_bytes, s.content_type.as_str()))
+            .collect();
+        assert_eq!(
+            s,
+            vec![
+                (FramerKind::Aac, 8191, "audio/aac"),
+                (FramerKind::Ogg, 65307, "audio/ogg"),
+                (FramerKind::Ogg, 9000, "application/ogg"),
+            ]
+        );
+    }
 
     #[test]
     fn good_file() {

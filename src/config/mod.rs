@@ -88,6 +88,11 @@ pub enum FramerKind {
     Raw,
     /// Physical MPEG audio frames, at most `frame_bytes` each.
     Mp3,
+    /// AAC ADTS frames, at most `frame_bytes` each.
+    Aac,
+    /// Ogg pages, at most `frame_bytes` each; header pages become the
+    /// stream header.
+    Ogg,
 }
 
 /// One stream (one source, one ring).
@@ -121,6 +126,12 @@ pub struct StreamConfig {
     pub max_quiet_interval: Option<Duration>,
     /// Most clients of this stream at once (503 beyond); 0 = no limit.
     pub max_clients: usize,
+    /// Fast start: a new client first gets the most recent whole frames up to
+    /// this many bytes; 0 = none.
+    pub burst_bytes: u64,
+    /// Fast start in time: this long at the source's measured byte rate
+    /// (the larger of this and `burst_bytes` wins).
+    pub burst: Option<Duration>,
 }
 
 /// The whole validated configuration.
@@ -237,6 +248,8 @@ enum Flag {
     CheckConfig,
     Version,
     Config,
+    BurstBytes,
+    BurstMs,
 }
 
 /// Whether a flag takes a value, and what kind (for the usage text).
@@ -295,7 +308,7 @@ static FLAGS: &[FlagDef] = &[
         name: "frame-bytes",
         kind: Kind::Value("int"),
         default: "64",
-        help: "raw: exact frame size; mp3: maximum frame size (at least 1)",
+        help: "raw: exact frame size; mp3, aac, ogg: maximum frame size (at least 1)",
         streamserve: true,
     },
     FlagDef {
@@ -303,7 +316,7 @@ static FLAGS: &[FlagDef] = &[
         name: "frame-filter",
         kind: Kind::Value("string"),
         default: "raw",
-        help: "how to cut the stream into frames: raw (fixed size; \"\" also means raw) or mp3 (alias: -filter)",
+        help: "how to cut the stream into frames: raw (fixed size; \"\" also means raw), mp3, aac (ADTS) or ogg (Vorbis, Opus; alias: -filter)",
         streamserve: true,
     },
     FlagDef {
@@ -448,6 +461,22 @@ static FLAGS: &[FlagDef] = &[
         kind: Kind::Value("path"),
         default: "",
         help: "read the streams and settings from this TOML file (see deploy/ringcast.toml); re-read on SIGHUP",
+        streamserve: false,
+    },
+    FlagDef {
+        flag: Flag::BurstBytes,
+        name: "burst-bytes",
+        kind: Kind::Value("int"),
+        default: "0",
+        help: "fast start: a new client first gets the most recent whole frames up to this many bytes (0 = none)",
+        streamserve: false,
+    },
+    FlagDef {
+        flag: Flag::BurstMs,
+        name: "burst-ms",
+        kind: Kind::Value("int"),
+        default: "0",
+        help: "fast start: as -burst-bytes, in milliseconds of the source's measured byte rate (the larger of the two wins)",
         streamserve: false,
     },
 ];
@@ -836,11 +865,13 @@ impl Flags {
             match s.to_ascii_lowercase().as_str() {
                 "" | "raw" => FramerKind::Raw,
                 "mp3" => FramerKind::Mp3,
+                "aac" => FramerKind::Aac,
+                "ogg" => FramerKind::Ogg,
                 _ => {
                     return Err(ConfigError::value(
                         "frame-filter",
                         s,
-                        "must be raw (or \"\") or mp3",
+                        "must be raw (or \"\"), mp3, aac or ogg",
                     ))
                 }
             }
@@ -857,6 +888,8 @@ impl Flags {
         }
         let source_bandwidth = self.u64(Flag::SourceBandwidth)?;
         let client_max_bytes = self.u64(Flag::ClientMaxBytes)?;
+        let burst_bytes = self.u64(Flag::BurstBytes)?;
+        let burst_ms = self.u64(Flag::BurstMs)?;
         let close_idle = self.boolean(Flag::CloseIdle);
         let mut content_type = {
             let s = self.text(Flag::ContentType)?;
@@ -913,8 +946,15 @@ impl Flags {
         // 160 kbit/s at 8 kHz, padded): with -frame-filter mp3 and no
         // -frame-bytes, make room for any of them, so none is dropped as
         // oversized (streamserve's default of 64 would drop them all).
-        if framer == FramerKind::Mp3 && framer_given && !self.is_given(Flag::FrameBytes) {
-            frame_bytes = crate::framing::MP3_MAX_FRAME_BYTES;
+        // Likewise an ADTS frame is at most 8191 bytes and an Ogg page at
+        // most 65307.
+        if framer_given && !self.is_given(Flag::FrameBytes) {
+            match framer {
+                FramerKind::Raw => {}
+                FramerKind::Mp3 => frame_bytes = crate::framing::MP3_MAX_FRAME_BYTES,
+                FramerKind::Aac => frame_bytes = crate::framing::AAC_MAX_FRAME_BYTES,
+                FramerKind::Ogg => frame_bytes = crate::framing::OGG_MAX_PAGE_BYTES,
+            }
         }
 
         // The demo tone is 44.1 kHz 16-bit mono WAV: a 44-byte header and
@@ -973,6 +1013,8 @@ impl Flags {
                 reopen,
                 max_quiet_interval,
                 max_clients: 0,
+                burst_bytes,
+                burst: (burst_ms > 0).then(|| Duration::from_millis(burst_ms)),
             }],
         })
     }
@@ -1384,6 +1426,8 @@ mod tests {
                 reopen: true,
                 max_quiet_interval: None,
                 max_clients: 0,
+                burst_bytes: 0,
+                burst: None,
             }],
         }
     }
@@ -1626,7 +1670,7 @@ mod tests {
             (&["-frame-bytes", "0"], "frame-bytes"),
             (&["-frame-bytes", "-1"], "frame-bytes"),
             (&["-frame-bytes", ""], "frame-bytes"),
-            (&["-frame-filter", "aac"], "frame-filter"),
+            (&["-frame-filter", "flac"], "frame-filter"),
             (&["-header-bytes", "-1"], "header-bytes"),
             (&["-source-buffer", "2"], "source-buffer"),
             (&["-source-buffer", "x"], "source-buffer"),
@@ -1915,6 +1959,12 @@ mod tests {
         assert_eq!(stream(&["-frame-filter="]).framer, FramerKind::Raw);
         assert_eq!(stream(&["-frame-filter", "raw"]).framer, FramerKind::Raw);
         assert_eq!(stream(&["-frame-filter", "mp3"]).framer, FramerKind::Mp3);
+        let aac = stream(&["-frame-filter", "aac"]);
+        assert_eq!((aac.framer, aac.frame_bytes), (FramerKind::Aac, 8191));
+        let ogg = stream(&["-frame-filter", "OGG"]);
+        assert_eq!((ogg.framer, ogg.frame_bytes), (FramerKind::Ogg, 65307));
+        let ogg = stream(&["-frame-filter", "ogg", "-frame-bytes", "9000"]);
+        assert_eq!((ogg.framer, ogg.frame_bytes), (FramerKind::Ogg, 9000));
         // streamserve's README spells it -filter.
         assert_eq!(stream(&["-filter", "mp3"]).framer, FramerKind::Mp3);
         assert_eq!(stream(&["-filter=raw"]).framer, FramerKind::Raw);

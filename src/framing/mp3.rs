@@ -1,12 +1,16 @@
 //! MPEG audio framing: cut a stream into physical MPEG-1/2/2.5 layer I/II/III
 //! frames.
 //!
-//! Only physical frames are considered: a client that joins mid-stream may
-//! start at a layer III frame whose bit reservoir (`main_data_begin`) points
-//! into frames it never got, and its decoder will report errors for the first
-//! frame or so. That is inherited from streamserve and noted in the semantics.
+//! Each emitted frame is one physical frame: a layer III frame may borrow
+//! bytes from the frames before it (the bit reservoir, `main_data_begin`), so
+//! a client that joins or skips needs a lead-in of earlier frames to decode
+//! cleanly; that is the client side's job (`reservoir.rs`), which relies on
+//! the ring holding nothing but consecutive audio frames: tags and
+//! Xing/Info frames are never emitted.
 
-use super::{Framer, FramerStats};
+use super::cutter::{Action, Cutter, Format};
+use super::tags::{self, TagState};
+use super::{FrameSink, Framer, FramerStats};
 
 /// Bitrates in kbit/s by index 1..=14 (index 0, free format, and 15 are
 /// invalid), from ISO/IEC 11172-3 and 13818-3.
@@ -110,22 +114,54 @@ fn header_of(window: &[u8]) -> Option<[u8; 4]> {
     }
 }
 
-/// What to do with the bytes at the start of a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Cannot decide before the window holds this many bytes.
-    NeedMore(usize),
-    /// A frame of this length starts here: emit it.
-    Frame(usize),
-    /// A frame of this length starts here but is longer than the maximum:
-    /// drop it whole.
-    Oversized(usize),
-    /// No frame starts here: skip one byte.
-    Invalid,
+/// Whether `header` is a free-format MPEG audio header: sync, a valid
+/// version, layer and sample rate, and bitrate index 0 (the frame length is
+/// not in the header).
+fn is_free_format(header: [u8; 4]) -> bool {
+    let [b0, b1, b2, _] = header;
+    b0 == 0xFF
+        && b1 & 0xE0 == 0xE0
+        && (b1 >> 3) & 3 != 1
+        && (b1 >> 1) & 3 != 0
+        && b2 >> 4 == 0
+        && (b2 >> 2) & 3 != 3
 }
 
+/// Whether `frame` (whole, with a valid header) is a Xing/Info or VBRI header
+/// frame: the metadata frame LAME and other encoders put first in a file
+/// (frame count, seek table, encoder delay). It holds no audio.
+///
+/// "Xing"/"Info" sits right after the side information (whose length depends
+/// on the version and the channel mode, and which follows the CRC if there
+/// is one); "VBRI" sits 32 bytes after the header.
+pub fn is_info_frame(frame: &[u8]) -> bool {
+    let Some(header) = header_of(frame) else {
+        return false;
+    };
+    if (header[1] >> 1) & 3 != 1 {
+        return false; // only layer III carries them
+    }
+    let mpeg1 = (header[1] >> 3) & 3 == 3;
+    let mono = header[3] >> 6 == 3;
+    let crc = if header[1] & 1 == 0 { 2 } else { 0 };
+    let side = match (mpeg1, mono) {
+        (true, true) => 17,
+        (true, false) => 32,
+        (false, true) => 9,
+        (false, false) => 17,
+    };
+    let at = |offset: usize, tag: &[u8; 4]| frame.get(offset..offset + 4) == Some(&tag[..]);
+    let xing = HEADER_LEN + crc + side;
+    at(xing, b"Xing") || at(xing, b"Info") || at(HEADER_LEN + 32, b"VBRI")
+}
+
+/// Free-format headers met in a session before the framer says so in the
+/// log (one could be a chance pattern in garbage; a free-format stream has
+/// dozens a second).
+const FREE_FORMAT_LOG_AFTER: u64 = 4;
+
 /// Cuts a byte stream into whole physical MPEG audio frames of at most
-/// `max_frame_bytes` bytes each.
+/// `max_frame_bytes` bytes each, skipping tags and Xing/Info frames.
 ///
 /// # Sync rule (resistance to false syncs)
 ///
@@ -137,17 +173,46 @@ enum Step {
 ///   last byte arrives, never delayed.
 /// - Hunting, a valid header is accepted only if the four bytes right after
 ///   its frame form a valid header of the same version, layer and sample
-///   rate. The framer waits for those bytes if they have not arrived yet
-///   (so the first frame of a stream, or after garbage, is emitted one
-///   header later than it could be). A candidate that fails the check is a
-///   false sync: its first byte is skipped and counted as invalid, and the
-///   hunt goes on at the next byte.
+///   rate, or the start of a tag (`ID3`, `TAG`, `APET`). The framer waits for
+///   those bytes if they have not arrived yet (so the first frame of a
+///   stream, or after garbage, is emitted one header later than it could
+///   be). A candidate that fails the check is a false sync: its first byte
+///   is skipped and counted as invalid, and the hunt goes on at the next
+///   byte.
 ///
 /// The stream start is hunted too, because a source (re)opened over the
 /// network can begin mid-frame. Consequences of the rule: a candidate still
 /// unconfirmed at a reset is dropped as a partial frame, and a lone frame
 /// with garbage on both sides is skipped as garbage. Decisions depend only
 /// on the bytes, never on how they were split into `push` calls.
+///
+/// # Tags and header frames
+///
+/// Real files carry metadata that is not audio, and a looped file (the
+/// framer is reset at each open) or a concatenation of files meets it again
+/// mid-stream. Wherever it is met, it is skipped whole, counted in
+/// [`FramerStats::tag_bytes`] (never as garbage) and never emitted, so a
+/// client never gets it mid-stream:
+///
+/// - an ID3v2 tag (`ID3`, its length from the synchsafe size in its header;
+///   it may be megabytes of cover art: it is skipped, not buffered);
+/// - an APEv2 tag, header first (skipped whole) or footer first (the items
+///   before a footer were skipped as garbage; they are counted back as tag
+///   bytes);
+/// - an ID3v1 tag (`TAG` + 125 bytes, or `TAG+` extended, 227 bytes),
+///   believed only right after a frame, a tag or the start of a session,
+///   since nothing in it can be checked;
+/// - a Xing/Info/VBRI header frame (a valid frame that holds the file's
+///   frame count and seek table instead of audio): dropped and counted in
+///   [`FramerStats::info_frames`]. Sent to a client that joins mid-stream
+///   it would be wrong, and it is wrong for a live stream anyway.
+///
+/// # Free format
+///
+/// A free-format stream (bitrate index 0) does not give its frame length in
+/// its headers, so it cannot be cut into frames: its bytes are skipped as
+/// invalid, its headers are counted in [`FramerStats::free_format_headers`],
+/// and the framer says so once per session in the log.
 ///
 /// # Oversized frames
 ///
@@ -164,17 +229,25 @@ enum Step {
 /// header.
 #[derive(Debug)]
 pub struct Mp3Framer {
+    /// Carries undecided bytes across `push` calls.
+    cutter: Cutter,
+    /// The decisions.
+    format: Mp3Format,
+}
+
+/// The MP3 framer's decisions and counters.
+#[derive(Debug)]
+struct Mp3Format {
     /// Longest frame that is emitted; longer valid frames are dropped.
     max_frame_bytes: usize,
-    /// Undecided bytes carried over from earlier `push` calls; `buf[0]` is
-    /// where the next frame or candidate starts. Never longer than
-    /// `MAX_FRAME_LEN + HEADER_LEN`, its capacity from construction.
-    buf: Vec<u8>,
-    /// Bytes of an oversized frame still to be skipped at the start of the
-    /// next input. Non-zero only while `buf` is empty.
-    skip: usize,
     /// In sync (the last decision was a frame), as opposed to hunting.
     synced: bool,
+    /// Where an ID3v1 tag is believed; garbage run for APE footers.
+    tags: TagState,
+    /// Free-format headers met this session.
+    free_format_session: u64,
+    /// Names the stream in log lines.
+    label: String,
     /// Counters since construction.
     stats: FramerStats,
 }
@@ -184,151 +257,132 @@ impl Mp3Framer {
     /// bytes; valid frames longer than that are dropped whole and counted.
     pub fn new(max_frame_bytes: usize) -> Self {
         Mp3Framer {
-            max_frame_bytes,
-            buf: Vec::with_capacity(MAX_FRAME_LEN + HEADER_LEN),
-            skip: 0,
-            synced: false,
-            stats: FramerStats::default(),
+            cutter: Cutter::new(MAX_FRAME_LEN + HEADER_LEN),
+            format: Mp3Format {
+                max_frame_bytes,
+                synced: false,
+                tags: TagState::new(),
+                free_format_session: 0,
+                label: String::new(),
+                stats: FramerStats::default(),
+            },
         }
+    }
+
+    /// Name the stream in the framer's log lines.
+    pub fn with_label(mut self, label: &str) -> Self {
+        self.format.label = label.to_owned();
+        self
     }
 
     /// Longest frame this framer emits.
     pub fn max_frame_bytes(&self) -> usize {
-        self.max_frame_bytes
+        self.format.max_frame_bytes
+    }
+}
+
+impl Mp3Format {
+    /// One byte of garbage.
+    fn invalid(&mut self) -> Action {
+        self.stats.invalid_bytes += 1;
+        self.synced = false;
+        self.tags.bad();
+        Action::Consume(1)
     }
 
-    /// Decide what the bytes at the start of `window` are, given the sync
-    /// state. Returns `NeedMore(n)` only with `n > window.len()` and
-    /// `n <= MAX_FRAME_LEN + HEADER_LEN`; `Frame(len)` only with
-    /// `HEADER_LEN <= len <= window.len()`.
-    fn step(&self, window: &[u8]) -> Step {
+    /// A free-format header: garbage to this framer, but said once.
+    fn free_format(&mut self) -> Action {
+        self.stats.free_format_headers += 1;
+        self.free_format_session += 1;
+        if self.free_format_session == FREE_FORMAT_LOG_AFTER {
+            log::warn!(
+                "source stream={} framer mp3: free-format MPEG audio (bitrate index 0) \
+                 cannot be cut into frames; its bytes are skipped (encode at a standard bitrate)",
+                self.label
+            );
+        }
+        self.invalid()
+    }
+}
+
+impl Format for Mp3Format {
+    fn decide(&mut self, window: &[u8], sink: &mut dyn FrameSink) -> Action {
         let Some(header) = header_of(window) else {
-            return Step::NeedMore(HEADER_LEN);
+            return Action::NeedMore(HEADER_LEN);
         };
+        if header[0] != 0xFF {
+            if let Some(action) = tags::decide(window, &mut self.tags, &mut self.stats) {
+                if matches!(action, Action::Consume(_)) {
+                    // Whatever follows a tag is hunted: a tag may sit
+                    // between two files of different formats.
+                    self.synced = false;
+                }
+                return action;
+            }
+            return self.invalid();
+        }
         let Some(len) = mp3_frame_len(header) else {
-            return Step::Invalid;
+            if is_free_format(header) {
+                return self.free_format();
+            }
+            return self.invalid();
         };
         // Cannot happen (the shortest frame, MPEG-2 layer III 8k/24k, is 24
         // bytes), but progress must never depend on an arithmetic argument.
         if !(HEADER_LEN..=MAX_FRAME_LEN).contains(&len) {
-            return Step::Invalid;
+            return self.invalid();
         }
         if !self.synced {
-            let Some(next) = window.get(len..).and_then(header_of) else {
-                return Step::NeedMore(len + HEADER_LEN);
+            let Some(next) = window.get(len..len + HEADER_LEN) else {
+                return Action::NeedMore(len + HEADER_LEN);
             };
-            if !continues(header, next) {
-                return Step::Invalid;
+            let confirmed = match header_of(next) {
+                Some(next) if continues(header, next) => true,
+                _ => tags::starts_like_tag(next),
+            };
+            if !confirmed {
+                return self.invalid();
             }
         }
         if len > self.max_frame_bytes {
-            Step::Oversized(len)
-        } else if window.len() < len {
-            Step::NeedMore(len)
+            self.stats.oversized_frames += 1;
+            self.synced = true;
+            self.tags.good();
+            return Action::Consume(len);
+        }
+        let Some(frame) = window.get(..len) else {
+            return Action::NeedMore(len);
+        };
+        self.synced = true;
+        self.tags.good();
+        if is_info_frame(frame) {
+            self.stats.info_frames += 1;
+            self.stats.tag_bytes += len as u64;
         } else {
-            Step::Frame(len)
+            sink.frame(frame);
+            self.stats.frames += 1;
+            self.stats.frame_bytes += len as u64;
         }
-    }
-
-    /// Record a decision's effect on the counters and the sync state.
-    fn note(&mut self, step: Step) {
-        match step {
-            Step::Frame(len) => {
-                self.stats.frames += 1;
-                self.stats.frame_bytes += len as u64;
-                self.synced = true;
-            }
-            Step::Oversized(_) => {
-                self.stats.oversized_frames += 1;
-                self.synced = true;
-            }
-            Step::Invalid => {
-                self.stats.invalid_bytes += 1;
-                self.synced = false;
-            }
-            Step::NeedMore(_) => {}
-        }
+        Action::Consume(len)
     }
 }
 
 impl Framer for Mp3Framer {
-    fn push(&mut self, mut input: &[u8], emit: &mut dyn FnMut(&[u8])) {
-        // 1. Finish skipping an oversized frame.
-        if self.skip > 0 {
-            let n = self.skip.min(input.len());
-            input = &input[n..];
-            self.skip -= n;
-            if self.skip > 0 {
-                return;
-            }
-        }
-
-        // 2. Decide the bytes carried over from earlier calls. The stream
-        // from here on is `buf[..carried] ++ input`; `buf` always holds a
-        // prefix of it (the carried bytes plus `used` bytes copied from
-        // `input`), and `pos` is a position in that stream.
-        let mut carried = self.buf.len();
-        let mut used = 0;
-        let mut pos = 0;
-        while pos < carried {
-            let step = self.step(&self.buf[pos..]);
-            match step {
-                Step::NeedMore(n) => {
-                    // Drop what is decided so the buffer never outgrows
-                    // its capacity, then copy just the bytes needed.
-                    self.buf.drain(..pos);
-                    carried -= pos;
-                    pos = 0;
-                    let take = n.saturating_sub(self.buf.len()).min(input.len() - used);
-                    if take == 0 {
-                        return; // input used up; the rest stays buffered
-                    }
-                    self.buf.extend_from_slice(&input[used..used + take]);
-                    used += take;
-                }
-                Step::Frame(len) => {
-                    emit(&self.buf[pos..pos + len]);
-                    pos += len;
-                }
-                Step::Oversized(len) => pos += len,
-                Step::Invalid => pos += 1,
-            }
-            self.note(step);
-        }
-        // `pos` is now past the carried bytes: continue in `input` itself.
-        let mut at = pos - carried;
-        self.buf.clear();
-
-        // 3. Decide the input in place.
-        while at < input.len() {
-            let step = self.step(&input[at..]);
-            match step {
-                Step::NeedMore(_) => {
-                    self.buf.extend_from_slice(&input[at..]);
-                    return;
-                }
-                Step::Frame(len) => {
-                    emit(&input[at..at + len]);
-                    at += len;
-                }
-                Step::Oversized(len) => at += len,
-                Step::Invalid => at += 1,
-            }
-            self.note(step);
-        }
-        // An oversized frame may run past the end of this input.
-        self.skip = at - input.len();
+    fn push(&mut self, input: &[u8], sink: &mut dyn FrameSink) {
+        self.cutter.push(&mut self.format, input, sink);
     }
 
     fn reset(&mut self) {
-        self.stats.partial_bytes_dropped += self.buf.len() as u64;
-        self.buf.clear();
-        self.skip = 0;
-        self.synced = false;
+        let dropped = self.cutter.reset();
+        let f = &mut self.format;
+        f.stats.partial_bytes_dropped += dropped as u64;
+        f.synced = false;
+        f.tags = TagState::new();
+        f.free_format_session = 0;
     }
 
     fn stats(&self) -> FramerStats {
-        self.stats
+        self.format.stats
     }
 }
 
@@ -370,7 +424,7 @@ mod tests {
         cuts.push(data.len());
         let mut start = 0;
         for end in cuts {
-            f.push(&data[start..end], &mut |fr| out.push(fr.to_vec()));
+            f.push(&data[start..end], &mut |fr: &[u8]| out.push(fr.to_vec()));
             start = end;
         }
         out
@@ -428,7 +482,7 @@ mod tests {
         let base = data.as_ptr() as usize;
         let mut f = Mp3Framer::new(1000);
         let mut seen = Vec::new();
-        f.push(&data, &mut |fr| {
+        f.push(&data, &mut |fr: &[u8]| {
             seen.push((fr.as_ptr() as usize - base, fr.len()))
         });
         assert_eq!(seen, vec![(0, 417), (417, 418), (835, 417)]);
@@ -440,11 +494,13 @@ mod tests {
         let frames = [frame(H417, 1), frame(H418, 2), frame(H417, 3)];
         let data = frames.concat();
         let mut f = Mp3Framer::new(1000);
-        let ptr = f.buf.as_ptr();
+        let ptr = f.cutter.buf.as_ptr();
         let mut out = Vec::new();
         for b in &data {
-            f.push(std::slice::from_ref(b), &mut |fr| out.push(fr.to_vec()));
-            assert_eq!(f.buf.as_ptr(), ptr, "buffer reallocated");
+            f.push(std::slice::from_ref(b), &mut |fr: &[u8]| {
+                out.push(fr.to_vec())
+            });
+            assert_eq!(f.cutter.buf.as_ptr(), ptr, "buffer reallocated");
         }
         assert_eq!(out, frames.to_vec());
         assert_eq!(f.stats().frames, 3);
@@ -457,12 +513,12 @@ mod tests {
         let mut f = Mp3Framer::new(1000);
         let mut n = 0;
         // The first frame waits for the next header (hunting at start) ...
-        f.push(&frame(H417, 1), &mut |_| n += 1);
+        f.push(&frame(H417, 1), &mut |_: &[u8]| n += 1);
         assert_eq!(n, 0);
-        f.push(&frame(H418, 2)[..4], &mut |_| n += 1);
+        f.push(&frame(H418, 2)[..4], &mut |_: &[u8]| n += 1);
         assert_eq!(n, 1);
         // ... after that each frame goes out with its last byte.
-        f.push(&frame(H418, 2)[4..], &mut |_| n += 1);
+        f.push(&frame(H418, 2)[4..], &mut |_: &[u8]| n += 1);
         assert_eq!(n, 2);
     }
 
@@ -585,21 +641,227 @@ mod tests {
         let frames = [frame(H417, 1), frame(H418, 2)];
         let mut f = Mp3Framer::new(1000);
         let mut out = Vec::new();
-        f.push(&frames[0], &mut |fr| out.push(fr.to_vec()));
-        f.push(&frames[1][..100], &mut |fr| out.push(fr.to_vec()));
+        f.push(&frames[0], &mut |fr: &[u8]| out.push(fr.to_vec()));
+        f.push(&frames[1][..100], &mut |fr: &[u8]| out.push(fr.to_vec()));
         assert_eq!(out, vec![frames[0].clone()]);
         f.reset();
         assert_eq!(f.stats().partial_bytes_dropped, 100);
         // The next session starts clean: the tail of the old frame is not
         // glued to it, and the new session's frames come out whole.
         let data = [&frames[1][100..], &frames[0][..], &frames[1]].concat();
-        f.push(&data, &mut |fr| out.push(fr.to_vec()));
+        f.push(&data, &mut |fr: &[u8]| out.push(fr.to_vec()));
         assert_eq!(
             out,
             vec![frames[0].clone(), frames[0].clone(), frames[1].clone()]
         );
         assert_eq!(f.stats().invalid_bytes, 318);
         assert_eq!(f.stats().partial_bytes_dropped, 100);
+    }
+
+    /// An ID3v2.3 tag with `size` bytes after its header.
+    fn id3v2(size: usize) -> Vec<u8> {
+        let mut t = b"ID3\x03\x00\x00".to_vec();
+        t.extend([
+            (size >> 21) as u8 & 0x7F,
+            (size >> 14) as u8 & 0x7F,
+            (size >> 7) as u8 & 0x7F,
+            size as u8 & 0x7F,
+        ]);
+        // Frame-like bytes inside the tag, even valid MP3 headers: none of
+        // it may come out.
+        t.extend((0..size).map(|i| if i % 50 < 4 { H417[i % 50] } else { i as u8 }));
+        t
+    }
+
+    /// An ID3v1 tag.
+    fn id3v1() -> Vec<u8> {
+        let mut t = b"TAG".to_vec();
+        t.extend((0..125).map(|i| b'a' + (i % 26) as u8));
+        t
+    }
+
+    /// An APEv2 tag with `items` bytes of items, with or without a header.
+    fn ape(items: usize, header: bool) -> Vec<u8> {
+        let part = |is_header: bool| {
+            let mut v = b"APETAGEX".to_vec();
+            v.extend(2000u32.to_le_bytes());
+            v.extend(((items + 32) as u32).to_le_bytes());
+            v.extend(1u32.to_le_bytes());
+            let flags = 0x8000_0000u32 | if is_header { 1 << 29 } else { 0 };
+            v.extend(flags.to_le_bytes());
+            v.extend([0; 8]);
+            v
+        };
+        let mut t = if header { part(true) } else { Vec::new() };
+        t.extend((0..items).map(|i| b'k' + (i % 7) as u8));
+        t.extend(part(false));
+        t
+    }
+
+    /// A frame of `h` carrying `tag` where a Xing/Info (`at` = after the
+    /// side information) or VBRI tag goes.
+    fn info_frame(h: [u8; 4], at: usize, tag: &[u8; 4]) -> Vec<u8> {
+        let mut f = frame(h, 0);
+        f[4..].iter_mut().for_each(|b| *b = 0);
+        f[at..at + 4].copy_from_slice(tag);
+        f
+    }
+
+    #[test]
+    fn tags_at_both_ends_are_skipped_not_garbage() {
+        let frames: Vec<Vec<u8>> = (0..6).map(|i| frame(H417, i)).collect();
+        let tag2 = id3v2(3000);
+        let apet = ape(40, true);
+        let tag1 = id3v1();
+        let data = [&tag2[..], &frames.concat(), &apet, &tag1].concat();
+        for cuts in [
+            vec![],
+            vec![1, 5, 9, 10, 11, 3001, 3015, 5000],
+            (0..data.len()).step_by(3).collect(),
+        ] {
+            let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+            assert_eq!(run(&mut f, &data, &cuts), frames);
+            let s = f.stats();
+            assert_eq!(s.invalid_bytes, 0, "{s:?}");
+            assert_eq!(s.tags, 3);
+            assert_eq!(s.tag_bytes, (tag2.len() + apet.len() + tag1.len()) as u64);
+        }
+    }
+
+    #[test]
+    fn a_looped_file_meets_its_tags_at_every_open() {
+        let frames: Vec<Vec<u8>> = (0..4).map(|i| frame(H418, i)).collect();
+        let file = [id3v2(500), frames.concat(), id3v1()].concat();
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            f.push(&file, &mut |fr: &[u8]| out.push(fr.to_vec()));
+            f.reset();
+        }
+        assert_eq!(out, [frames.clone(), frames.clone(), frames].concat());
+        let s = f.stats();
+        assert_eq!(
+            (s.tags, s.invalid_bytes, s.partial_bytes_dropped),
+            (6, 0, 0)
+        );
+    }
+
+    #[test]
+    fn tags_between_concatenated_files() {
+        // Garbage (say, the tail of a frame whose start was lost), then the
+        // next file's ID3v2: the tag is found while hunting.
+        let frames: Vec<Vec<u8>> = (0..4).map(|i| frame(H417, i)).collect();
+        let data = [
+            frames[0].clone(),
+            frames[1].clone(),
+            vec![0x11; 100],
+            id3v2(64),
+            frames[2].clone(),
+            frames[3].clone(),
+        ]
+        .concat();
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        assert_eq!(run(&mut f, &data, &[]), frames);
+        let s = f.stats();
+        assert_eq!((s.tags, s.tag_bytes, s.invalid_bytes), (1, 74, 100));
+    }
+
+    #[test]
+    fn id3v1_is_believed_only_at_a_clean_place() {
+        let frames: Vec<Vec<u8>> = (0..4).map(|i| frame(H417, i)).collect();
+        // "TAG" after garbage is garbage (3 + 125 bytes of letters).
+        let data = [
+            frames[0].clone(),
+            frames[1].clone(),
+            vec![1, 2],
+            id3v1(),
+            frames[2].clone(),
+            frames[3].clone(),
+        ]
+        .concat();
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        assert_eq!(run(&mut f, &data, &[]), frames);
+        assert_eq!((f.stats().tags, f.stats().invalid_bytes), (0, 130));
+    }
+
+    #[test]
+    fn ape_tag_met_footer_first_counts_its_items_back() {
+        let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(H417, i)).collect();
+        let tag = ape(90, false);
+        let data = [frames.concat(), tag.clone()].concat();
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        assert_eq!(run(&mut f, &data, &[1000]), frames);
+        let s = f.stats();
+        assert_eq!(
+            (s.tags, s.tag_bytes, s.invalid_bytes),
+            (1, tag.len() as u64, 0)
+        );
+    }
+
+    #[test]
+    fn xing_info_and_vbri_frames_are_dropped() {
+        // MPEG-1 stereo, no CRC: Xing at 4 + 32.
+        let xing = info_frame(H417, 36, b"Xing");
+        // MPEG-1 mono with CRC: Info at 4 + 2 + 17.
+        let mono_crc = [0xFF, 0xFA, 0x90, 0xC4];
+        let info = info_frame(mono_crc, 23, b"Info");
+        // MPEG-2 stereo: Xing at 4 + 17.
+        let lsf = header(2, 1, 8, 0, 0);
+        let lsf_xing = info_frame(lsf, 21, b"Xing");
+        // VBRI at 4 + 32.
+        let vbri = info_frame(H418, 36, b"VBRI");
+        // "Xing" in the wrong place is audio.
+        let not_xing = info_frame(H417, 30, b"Xing");
+        for (first, rest) in [
+            (&xing, H417),
+            (&info, mono_crc),
+            (&lsf_xing, lsf),
+            (&vbri, H418),
+        ] {
+            let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(rest, i)).collect();
+            let data = [first.clone(), frames.concat()].concat();
+            let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+            assert_eq!(run(&mut f, &data, &[]), frames);
+            let s = f.stats();
+            assert_eq!((s.info_frames, s.tag_bytes), (1, first.len() as u64));
+            assert_eq!(s.invalid_bytes, 0);
+            // Mid-stream (a concatenated file) too.
+            let data = [frames[0].clone(), first.clone(), frames[1].clone()].concat();
+            let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+            assert_eq!(
+                run(&mut f, &data, &[]),
+                vec![frames[0].clone(), frames[1].clone()]
+            );
+        }
+        let data = [not_xing.clone(), frame(H417, 1)].concat();
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        assert_eq!(run(&mut f, &data, &[]), vec![not_xing, frame(H417, 1)]);
+    }
+
+    #[test]
+    fn free_format_is_refused_and_counted() {
+        // MPEG-1 layer III free format, 44.1 kHz: headers 417 bytes apart.
+        let h = [0xFF, 0xFB, 0x00, 0x64];
+        let body: Vec<u8> = (0..413).map(|i| (i % 200) as u8).collect();
+        let one = [&h[..], &body].concat();
+        let data = one.repeat(10);
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        assert!(run(&mut f, &data, &[]).is_empty());
+        let s = f.stats();
+        assert_eq!(s.free_format_headers, 10);
+        f.reset();
+        let s = f.stats();
+        assert_eq!(s.invalid_bytes + s.partial_bytes_dropped, data.len() as u64);
+    }
+
+    #[test]
+    fn mpeg25_streams_are_cut() {
+        // MPEG-2.5 layer III, 8 kbit/s at 8 kHz: 72 * 8000 / 8000 = 72.
+        let h = header(0, 1, 1, 2, 0);
+        assert_eq!(mp3_frame_len(h), Some(72));
+        let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(h, i)).collect();
+        let mut f = Mp3Framer::new(MAX_FRAME_LEN);
+        assert_eq!(run(&mut f, &frames.concat(), &[7, 80]), frames);
     }
 
     /// A valid frame from arbitrary field values.
@@ -627,6 +889,13 @@ mod tests {
                 )),
                 1 => prop::collection::vec(any::<u8>(), 0..300),
                 1 => prop::collection::vec(prop::sample::select(vec![0xFFu8, 0xFB, 0xF3, 0x90, 0x64, 0x00]), 0..40),
+                1 => (0usize..4, 0usize..600).prop_map(|(kind, n)| match kind {
+                    0 => id3v2(n),
+                    1 => id3v1(),
+                    2 => ape(n, true),
+                    _ => ape(n, false),
+                }),
+                1 => prop::collection::vec(prop::sample::select(b"ID3TAGAPETAGEX\x03\x00\x7F".to_vec()), 0..20),
             ],
             0..12,
         )
@@ -646,18 +915,21 @@ mod tests {
             prop_assert!(fr.len() <= max);
         }
         prop_assert_eq!(&out, &expected);
-        prop_assert!(f.buf.len() <= MAX_FRAME_LEN + HEADER_LEN);
-        prop_assert_eq!(f.buf.capacity(), MAX_FRAME_LEN + HEADER_LEN);
+        prop_assert!(f.cutter.buf.len() <= MAX_FRAME_LEN + HEADER_LEN);
+        prop_assert_eq!(f.cutter.buf.capacity(), MAX_FRAME_LEN + HEADER_LEN);
         f.reset();
         whole.reset();
         prop_assert_eq!(f.stats(), whole.stats());
         let s = f.stats();
         if s.oversized_frames == 0 {
-            // Every byte is accounted for exactly once.
-            prop_assert_eq!(
-                s.frame_bytes + s.invalid_bytes + s.partial_bytes_dropped,
-                data.len() as u64
-            );
+            // Every byte is accounted for exactly once (a tag is counted
+            // whole when met, even if the data ends inside it).
+            let accounted = s.frame_bytes + s.invalid_bytes + s.partial_bytes_dropped + s.tag_bytes;
+            if s.tags == 0 {
+                prop_assert_eq!(accounted, data.len() as u64);
+            } else {
+                prop_assert!(accounted >= data.len() as u64);
+            }
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Fixed-size framing: every frame is exactly `frame_bytes` long.
 
-use super::{Framer, FramerStats};
+use super::{FrameSink, Framer, FramerStats};
 
 /// Cuts a byte stream into frames of exactly `frame_bytes` bytes.
 ///
@@ -49,7 +49,7 @@ impl RawFramer {
 }
 
 impl Framer for RawFramer {
-    fn push(&mut self, mut input: &[u8], emit: &mut dyn FnMut(&[u8])) {
+    fn push(&mut self, mut input: &[u8], sink: &mut dyn FrameSink) {
         // Finish the frame left over from earlier calls first.
         if !self.partial.is_empty() {
             let need = self.frame_bytes - self.partial.len();
@@ -59,14 +59,14 @@ impl Framer for RawFramer {
             if self.partial.len() < self.frame_bytes {
                 return;
             }
-            emit(&self.partial);
+            sink.frame(&self.partial);
             self.partial.clear();
             self.count(self.frame_bytes);
         }
         // Whole frames straight from the input slice.
         let mut frames = input.chunks_exact(self.frame_bytes);
         for frame in &mut frames {
-            emit(frame);
+            sink.frame(frame);
             self.stats.frames += 1;
             self.stats.frame_bytes += frame.len() as u64;
         }
@@ -98,7 +98,7 @@ mod tests {
         cuts.sort_unstable();
         cuts.push(data.len());
         for end in cuts {
-            framer.push(&data[start..end], &mut |f| out.push(f.to_vec()));
+            framer.push(&data[start..end], &mut |f: &[u8]| out.push(f.to_vec()));
             start = end;
         }
         out
@@ -126,7 +126,9 @@ mod tests {
         let data = [1u8, 2, 3, 4, 5, 6, 7];
         let base = data.as_ptr() as usize;
         let mut offsets = Vec::new();
-        f.push(&data, &mut |fr| offsets.push(fr.as_ptr() as usize - base));
+        f.push(&data, &mut |fr: &[u8]| {
+            offsets.push(fr.as_ptr() as usize - base)
+        });
         assert_eq!(offsets, vec![0, 3]);
         assert_eq!(f.partial.capacity(), 3);
     }
@@ -141,7 +143,7 @@ mod tests {
             &[8],
             &[9, 10, 11, 12, 13, 14],
         ] {
-            f.push(chunk, &mut |_| {});
+            f.push(chunk, &mut |_: &[u8]| {});
             assert_eq!(f.partial.as_ptr(), ptr);
             assert_eq!(f.partial.capacity(), 5);
         }
@@ -152,7 +154,7 @@ mod tests {
     fn zero_frame_bytes_is_treated_as_one() {
         let mut f = RawFramer::new(0);
         let mut n = 0;
-        f.push(&[1, 2, 3], &mut |fr| {
+        f.push(&[1, 2, 3], &mut |fr: &[u8]| {
             assert_eq!(fr.len(), 1);
             n += 1;
         });

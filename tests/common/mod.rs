@@ -61,12 +61,23 @@ impl Logs {
 
     /// How many lines so far match `pred`.
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.state.lock().unwrap().lines.iter().filter(|l| pred(l)).count()
+        self.state
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|l| pred(l))
+            .count()
     }
 
     /// Wait until at least `n` lines match `pred`; return the `n`th one, or
     /// `None` at the deadline (or when the process is gone without it).
-    pub fn try_wait_nth(&self, n: usize, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+    pub fn try_wait_nth(
+        &self,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let mut s = self.state.lock().unwrap();
         loop {
@@ -149,30 +160,51 @@ pub fn start(args: &[&str]) -> Server {
             )
         });
     let text = line.split("Listening at ").nth(1).unwrap().trim();
-    server.addr = text.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-    assert_ne!(server.addr.port(), 0, "the log must show the real port: {line}");
+    server.addr = text
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+    assert_ne!(
+        server.addr.port(),
+        0,
+        "the log must show the real port: {line}"
+    );
     server
 }
 
 impl Server {
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).expect("server already reaped")
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("server already reaped")
     }
 
     /// Wait for the first log line matching `pred`; panic with the log at the
     /// deadline.
     pub fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
-        self.logs
-            .try_wait(pred, timeout)
-            .unwrap_or_else(|| panic!("no log line {what} within {timeout:?}; log:\n{}", self.logs.dump()))
+        self.logs.try_wait(pred, timeout).unwrap_or_else(|| {
+            panic!(
+                "no log line {what} within {timeout:?}; log:\n{}",
+                self.logs.dump()
+            )
+        })
     }
 
     /// Wait until `n` log lines match `pred`; return the `n`th.
-    pub fn wait_log_nth(&self, what: &str, n: usize, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
-        self.logs
-            .try_wait_nth(n, pred, timeout)
-            .unwrap_or_else(|| panic!("not {n} log lines {what} within {timeout:?}; log:\n{}", self.logs.dump()))
+    pub fn wait_log_nth(
+        &self,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
+        self.logs.try_wait_nth(n, pred, timeout).unwrap_or_else(|| {
+            panic!(
+                "not {n} log lines {what} within {timeout:?}; log:\n{}",
+                self.logs.dump()
+            )
+        })
     }
 
     /// The log line that ends the client whose socket is `local` (the
@@ -236,7 +268,10 @@ impl Drop for Server {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- ringcast log ----\n{}\n---- end of log ----", self.logs.dump());
+            eprintln!(
+                "---- ringcast log ----\n{}\n---- end of log ----",
+                self.logs.dump()
+            );
         }
     }
 }
@@ -316,11 +351,17 @@ impl Client {
         loop {
             let now = Instant::now();
             assert!(now < deadline, "timed out reading {what}");
-            let left = (deadline - now).min(Duration::from_secs(1)).max(Duration::from_millis(1));
+            let left = (deadline - now)
+                .min(Duration::from_secs(1))
+                .max(Duration::from_millis(1));
             self.stream.set_read_timeout(Some(left)).unwrap();
             match self.stream.read(buf) {
                 Ok(n) => return n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 // A reset after the server closed with unread input: EOF.
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return 0,
                 Err(e) => panic!("reading {what}: {e}"),
@@ -341,7 +382,10 @@ impl Client {
             }
             let n = self.read_some(&mut chunk, deadline, "the response head");
             if n == 0 {
-                panic!("EOF before the end of the response head; got {:?}", String::from_utf8_lossy(&buf));
+                panic!(
+                    "EOF before the end of the response head; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
             }
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -356,7 +400,9 @@ impl Client {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 
@@ -411,7 +457,11 @@ impl Client {
                     return (out, true);
                 }
                 Ok(n) => out.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => {
                     self.eof = true;
                     return (out, true);
@@ -500,16 +550,19 @@ pub fn temp_path(tag: &str) -> PathBuf {
 
 /// A Python generator of raw test frames.
 ///
-/// Arguments: `SIZE RATE COUNT [PIDFILE [HEADER_BYTES]]`. Writes HEADER_BYTES
-/// bytes of [`stream_header`] first (if given), then frames 0, 1, 2, ... of
-/// SIZE bytes (see [`raw_frame`]), RATE frames per second (0 = as fast as the
-/// pipe takes them), COUNT frames (0 = forever), then exits. With a PIDFILE
-/// (not `-`) it first writes its process id there.
+/// Arguments: `SIZE RATE COUNT [PIDFILE [HEADER_BYTES [SPLIT]]]`. Writes
+/// HEADER_BYTES bytes of [`stream_header`] first (if given), then frames 0, 1,
+/// 2, ... of SIZE bytes (see [`raw_frame`]), RATE frames per second (0 = as
+/// fast as the pipe takes them), COUNT frames (0 = forever), then exits. With
+/// a PIDFILE (not `-`) it first writes its process id there. With SPLIT = 1
+/// each frame is written in three uneven pieces, a millisecond apart, so the
+/// server's reads do not line up with frames.
 pub const RAW_GEN: &str = r#"
 import os, struct, sys, time
 size = int(sys.argv[1]); rate = float(sys.argv[2]); count = int(sys.argv[3])
 pidfile = sys.argv[4] if len(sys.argv) > 4 else '-'
 header = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+split = len(sys.argv) > 6 and sys.argv[6] == '1'
 if pidfile != '-':
     with open(pidfile + '.tmp', 'w') as f:
         f.write(str(os.getpid()))
@@ -524,8 +577,17 @@ n = 0
 t0 = time.time()
 try:
     while count == 0 or n < count:
-        out.write(struct.pack('>QQ', n, ~n & mask) + pattern[16:size - 8] + struct.pack('>Q', n))
-        out.flush()
+        frame = struct.pack('>QQ', n, ~n & mask) + pattern[16:size - 8] + struct.pack('>Q', n)
+        if split:
+            a = size // 3 + 1
+            b = 2 * size // 3 + 5
+            for piece in (frame[:a], frame[a:b], frame[b:]):
+                out.write(piece)
+                out.flush()
+                time.sleep(0.001)
+        else:
+            out.write(frame)
+            out.flush()
         n += 1
         if rate > 0:
             d = t0 + n / rate - time.time()
@@ -541,7 +603,25 @@ pub fn stream_header(len: usize) -> Vec<u8> {
 }
 
 /// Arguments for `-exec` running [`RAW_GEN`].
-pub fn raw_gen_args(size: usize, rate: u32, count: u64, pidfile: Option<&str>, header: usize) -> Vec<String> {
+pub fn raw_gen_args(
+    size: usize,
+    rate: u32,
+    count: u64,
+    pidfile: Option<&str>,
+    header: usize,
+) -> Vec<String> {
+    raw_gen_args_split(size, rate, count, pidfile, header, false)
+}
+
+/// [`raw_gen_args`], optionally writing each frame in three pieces.
+pub fn raw_gen_args_split(
+    size: usize,
+    rate: u32,
+    count: u64,
+    pidfile: Option<&str>,
+    header: usize,
+    split: bool,
+) -> Vec<String> {
     let mut v = vec![
         "python3".to_string(),
         "-c".to_string(),
@@ -551,8 +631,11 @@ pub fn raw_gen_args(size: usize, rate: u32, count: u64, pidfile: Option<&str>, h
         count.to_string(),
         pidfile.unwrap_or("-").to_string(),
     ];
-    if header > 0 {
+    if header > 0 || split {
         v.push(header.to_string());
+    }
+    if split {
+        v.push("1".to_string());
     }
     v
 }
@@ -562,11 +645,22 @@ pub fn raw_gen_args(size: usize, rate: u32, count: u64, pidfile: Option<&str>, h
 /// frames fail [`check_raw_frame`].
 pub fn raw_frame(n: u64, size: usize) -> Vec<u8> {
     assert!(size >= 24);
-    let mut f: Vec<u8> = (0..size).map(|i| ((i * 13 + 5) % 251) as u8).collect();
+    let mut f = raw_pattern(size).into_owned();
     f[..8].copy_from_slice(&n.to_be_bytes());
     f[8..16].copy_from_slice(&(!n).to_be_bytes());
     f[size - 8..].copy_from_slice(&n.to_be_bytes());
     f
+}
+
+/// The position-dependent filler of raw test frames, computed once.
+fn raw_pattern(len: usize) -> std::borrow::Cow<'static, [u8]> {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let p = PATTERN.get_or_init(|| (0..1 << 20).map(|i| ((i * 13 + 5) % 251) as u8).collect());
+    if len <= p.len() {
+        std::borrow::Cow::Borrowed(&p[..len])
+    } else {
+        std::borrow::Cow::Owned((0..len).map(|i| ((i * 13 + 5) % 251) as u8).collect())
+    }
 }
 
 /// Check a raw test frame; return its number.
@@ -576,9 +670,17 @@ pub fn check_raw_frame(f: &[u8]) -> Result<u64, String> {
         return Err(format!("frame of {size} bytes"));
     }
     let n = u64::from_be_bytes(f[..8].try_into().unwrap());
-    let expected = raw_frame(n, size);
-    if f != expected.as_slice() {
-        let at = f.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(0);
+    let pattern = raw_pattern(size);
+    if f[8..16] != (!n).to_be_bytes()
+        || f[16..size - 8] != pattern[16..size - 8]
+        || f[size - 8..] != n.to_be_bytes()
+    {
+        let expected = raw_frame(n, size);
+        let at = f
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         return Err(format!(
             "frame of {size} bytes claiming number {n} differs from the expected frame at byte {at} (torn or misaligned)"
         ));
@@ -589,7 +691,10 @@ pub fn check_raw_frame(f: &[u8]) -> Result<u64, String> {
 /// Split a body into raw test frames of `size` bytes and check each one.
 pub fn raw_frames(body: &[u8], size: usize) -> Result<Vec<u64>, String> {
     if body.len() % size != 0 {
-        return Err(format!("body of {} bytes is not whole frames of {size}", body.len()));
+        return Err(format!(
+            "body of {} bytes is not whole frames of {size}",
+            body.len()
+        ));
     }
     body.chunks(size)
         .enumerate()
@@ -600,7 +705,14 @@ pub fn raw_frames(body: &[u8], size: usize) -> Result<Vec<u64>, String> {
 /// Check that frame numbers are consecutive.
 pub fn assert_consecutive(nums: &[u64], what: &str) {
     for w in nums.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "{what}: frame {} followed by {} in {:?}", w[0], w[1], short(nums));
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "{what}: frame {} followed by {} in {:?}",
+            w[0],
+            w[1],
+            short(nums)
+        );
     }
 }
 
@@ -609,6 +721,11 @@ pub fn short(nums: &[u64]) -> String {
     if nums.len() <= 40 {
         format!("{nums:?}")
     } else {
-        format!("{:?} ... {:?} ({} frames)", &nums[..20], &nums[nums.len() - 20..], nums.len())
+        format!(
+            "{:?} ... {:?} ({} frames)",
+            &nums[..20],
+            &nums[nums.len() - 20..],
+            nums.len()
+        )
     }
 }
