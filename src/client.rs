@@ -72,6 +72,12 @@ pub struct Sender {
     offset: usize,
     /// True until the header bytes of the stream have been taken.
     needs_header: bool,
+    /// First frame of the header this client got.
+    header_from: u64,
+    /// The stream's headers describe a logical stream that can change
+    /// mid-stream (Ogg): a connected client gets the new header before the
+    /// first frame of the new logical stream, as Icecast does.
+    resend_headers: bool,
     /// Header bytes to send before any frame, and how many went out.
     prefix: Option<Arc<[u8]>>,
     prefix_pos: usize,
@@ -117,6 +123,8 @@ impl Sender {
             next: start,
             offset: 0,
             needs_header: true,
+            header_from: 0,
+            resend_headers: config.framer == FramerKind::Ogg,
             prefix: None,
             prefix_pos: 0,
             tail: Vec::new(),
@@ -221,6 +229,7 @@ impl Sender {
     fn take_header(&mut self, stream: &Stream) {
         self.needs_header = false;
         let h = stream.header_for(self.next);
+        self.header_from = h.first_frame;
         if !h.bytes.is_empty() {
             self.prefix = Some(h.bytes);
             self.prefix_pos = 0;
@@ -242,9 +251,29 @@ impl Sender {
         {
             self.build_leadin(stream, head);
         }
+        // A new logical stream begins at `new_header`: its header goes out
+        // before its first frame.
+        let mut new_header = if self.resend_headers {
+            let lh = stream.latest_header_frame();
+            if lh != u64::MAX && lh > self.header_from {
+                lh
+            } else {
+                u64::MAX
+            }
+        } else {
+            u64::MAX
+        };
+        if new_header <= self.next
+            && !self.needs_header
+            && self.offset == 0
+            && !self.owned_pending()
+        {
+            self.take_header(stream);
+            new_header = u64::MAX;
+        }
         let zero_copy_floor = stream.zero_copy_floor(head);
         if !self.needs_header && self.offset == 0 && !self.owned_pending() {
-            self.copy_lagging(head, zero_copy_floor);
+            self.copy_lagging(head, zero_copy_floor.min(new_header));
         }
 
         let mut iov: [IoSlice; MAX_IOV] = [io_slice(std::ptr::null(), 0); MAX_IOV];
@@ -279,6 +308,10 @@ impl Sender {
             if n < zero_copy_floor && !(n == self.next && self.offset > 0) {
                 // Too close to the writer to send from the slot: copied on a
                 // later call (after the owned bytes ahead of it are out).
+                break;
+            }
+            if n >= new_header {
+                // The new logical stream's header goes first (next call).
                 break;
             }
             let Some(f) = self.ring.frame(n) else {

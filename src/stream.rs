@@ -123,6 +123,12 @@ pub struct Stream {
     /// framer found (Ogg identification/comment/setup pages, which a chained
     /// stream replaces mid-session). Taken once per client start.
     headers: Mutex<Vec<Header>>,
+    /// First frame of the newest header (`u64::MAX`: none yet). Lets a
+    /// connected client see, without taking the lock, that it is about to
+    /// cross into frames of a new logical stream (chained Ogg) and needs the
+    /// new header first. Stored with Release after the header is in
+    /// `headers`.
+    latest_header: AtomicU64,
     /// `SourceState` as u8. Release on store, Acquire on load: a client that
     /// sees Running also sees `session_start` of that session.
     state: AtomicU8,
@@ -177,6 +183,7 @@ impl Stream {
             config: Mutex::new(Arc::new(config)),
             ring,
             headers: Mutex::new(Vec::new()),
+            latest_header: AtomicU64::new(u64::MAX),
             state: AtomicU8::new(SourceState::Idle as u8),
             session_start: AtomicU64::new(0),
             clients: AtomicUsize::new(0),
@@ -280,6 +287,13 @@ impl Stream {
             let extra = h.len() - HEADER_HISTORY;
             h.drain(..extra);
         }
+        drop(h);
+        self.latest_header.store(first_frame, Ordering::Release);
+    }
+
+    /// First frame of the newest header (`u64::MAX` when none).
+    pub fn latest_header_frame(&self) -> u64 {
+        self.latest_header.load(Ordering::Acquire)
     }
 
     /// The header in force at frame `n`: what a client starting at `n` must
@@ -375,9 +389,10 @@ impl Stream {
             return newest;
         }
         // Keep a guard's worth of slots more than a lagging reader needs.
+        let cap = self.ring.capacity();
         let floor = self
             .session_start()
-            .max(self.ring.oldest_safe(head) + self.ring.guard());
+            .max(head.saturating_sub(cap.saturating_sub(2 * self.ring.guard())));
         let mut start = newest;
         let mut bytes = self.ring.frame(newest).map_or(0, |f| f.len as u64);
         while bytes < burst && start > floor {
