@@ -250,6 +250,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         streams: RwLock::new(Arc::new(StreamSet::default())),
         admin_separate: config.admin_listen.is_some(),
         started: Instant::now(),
+        shards_ready: AtomicUsize::new(0),
         main_wake: main_wake.clone(),
     });
     let mut control = Control {
@@ -288,6 +289,34 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                 ))
             })?;
         executors.push(handle);
+    }
+
+    // Every shard must come up (io_uring set up, memory locked); a server
+    // with a dead shard would refuse connections while looking healthy.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while shared.shards_ready.load(Ordering::Acquire) < shards && Instant::now() < ready_by {
+        let _ = sys::wait_readable(&[main_wake.raw()], Some(Duration::from_millis(50)));
+        main_wake.drain();
+    }
+    if shared.shards_ready.load(Ordering::Acquire) < shards {
+        shared.shutdown.store(true, Ordering::Release);
+        for bell in bells.iter() {
+            bell.ring();
+        }
+        for r in &control.running {
+            r.stream.request_stop();
+        }
+        let mut errors = Vec::new();
+        for (i, e) in executors.into_iter().enumerate() {
+            if let Err(err) = e.join() {
+                errors.push(format!("shard {i}: {err}"));
+            }
+        }
+        return Err(StartError(format!(
+            "a shard could not start ({}); io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB per shard (ulimit -l, LimitMEMLOCK=; see tuning.md)",
+            if errors.is_empty() { "timed out".to_string() } else { errors.join("; ") },
+            IO_MEMORY / 1024 * 2
+        )));
     }
 
     wait_for_stop(&mut control)?;
@@ -420,6 +449,14 @@ fn drain(mut s: &UnixStream) {
 
 /// Raise the open-file and memlock limits where allowed; say what could not be.
 fn check_limits(config: &Config) {
+    if let Some(max) = sys::somaxconn() {
+        if config.listen_backlog > max {
+            log::warn!(
+                "listen backlog {} is above net.core.somaxconn={max}: the kernel caps it at {max}; raise net.core.somaxconn (see tuning.md)",
+                config.listen_backlog
+            );
+        }
+    }
     match sys::raise_nofile_limit() {
         Ok((soft, hard)) => {
             let want = if config.max_clients > 0 {

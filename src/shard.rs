@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,6 +42,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const GUARD_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a stopping shard waits for its clients' responses to end.
 const STOP_GRACE: Duration = Duration::from_millis(700);
+/// How long a stopping shard still waits for a request head that is on its
+/// way.
+const STOP_REQUEST_GRACE: Duration = Duration::from_millis(200);
 /// Bytes a client may send after its request before it is dropped.
 const MAX_EXTRA_INPUT: u64 = 64 * 1024;
 
@@ -70,6 +73,8 @@ pub struct ServerShared {
     pub admin_separate: bool,
     /// When the server started.
     pub started: Instant,
+    /// Shards whose executor is up (start-up waits for all of them).
+    pub shards_ready: AtomicUsize,
     /// Signalled when the last client leaves (the main thread then checks
     /// whether a finished server should exit).
     pub main_wake: Arc<EventFd>,
@@ -241,14 +246,19 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
         clients_now: Cell::new(0),
     });
     glommio::spawn_local(watch(shard.clone())).detach();
+    shard.server.shards_ready.fetch_add(1, Ordering::AcqRel);
+    shard.server.main_wake.signal();
     let mut accepting = Vec::new();
     for (fd, kind) in listeners {
-        // SAFETY: `fd` is an owned, bound, listening TCP socket; ownership
-        // moves into the glommio listener, which closes it on drop.
-        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        // `fd` is an owned, bound, listening TCP socket; ownership moves
+        // into the glommio listener, which closes it on drop.
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` was just released by `fd`, so nobody else owns it.
+        let listener = unsafe { TcpListener::from_raw_fd(raw) };
         accepting.push(glommio::spawn_local(accept_loop(
             shard.clone(),
             listener,
+            raw,
             kind,
         )));
     }
@@ -264,7 +274,7 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
 /// Accept connections on one listen socket until the shard stops, then close
 /// it (the kernel hands new connections to the other processes or sockets in
 /// the SO_REUSEPORT group).
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: ListenerKind) {
     let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -273,7 +283,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind
         })
         .await;
         match accepted {
-            None => break,
+            None => {
+                drain_on_stop(&shard, &listener, fd, kind).await;
+                break;
+            }
             Some(Ok(tcp)) => {
                 shard.stats().accepted.inc();
                 glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
@@ -292,6 +305,29 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind
                 // leave instead of spinning on the error.
                 glommio::timer::sleep(Duration::from_millis(20)).await;
             }
+        }
+    }
+}
+
+/// Stopping: shut the listen socket down so the kernel queues nothing more
+/// on it (another process on the same port takes new connections), then
+/// serve what was already queued instead of resetting it.
+async fn drain_on_stop(shard: &Rc<Shard>, listener: &TcpListener, fd: RawFd, kind: ListenerKind) {
+    // `fd` is the listener's own descriptor (glommio's TcpListener does not
+    // expose it); it stays open until `listener` is dropped.
+    let _ = sys::shutdown_listener(fd);
+    loop {
+        let next = future::or(async { Some(listener.accept().await) }, async {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            None
+        })
+        .await;
+        match next {
+            Some(Ok(tcp)) => {
+                shard.stats().accepted.inc();
+                glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
+            }
+            _ => break,
         }
     }
 }
@@ -570,8 +606,11 @@ async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<http::Reques
         glommio::timer::sleep(HEADER_TIMEOUT).await;
         ReadOutcome::TimedOut
     });
+    // Stopping: a request already on its way gets a short grace (closing a
+    // socket with unread data would reset it).
     let outcome = future::or(timed, async {
         StopWait { shard }.await;
+        glommio::timer::sleep(STOP_REQUEST_GRACE).await;
         ReadOutcome::Closed
     })
     .await;

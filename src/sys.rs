@@ -461,3 +461,21 @@ pub fn kill_with_parent(cmd: &mut std::process::Command) {
         cmd.pre_exec(|| set_parent_death_signal());
     }
 }
+
+/// Shut a listening socket down: the kernel stops queueing new connections
+/// on it (with SO_REUSEPORT they go to the other sockets of the group; with
+/// `net.ipv4.tcp_migrate_req=1` even half-open ones move), and a pending
+/// `accept` returns what is already queued, then an error.
+pub fn shutdown_listener(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown(2) on a descriptor the caller owns; no memory passed.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_RDWR) }).map(drop)
+}
+
+/// `net.core.somaxconn`: the kernel caps every listen backlog at this.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
