@@ -17,7 +17,7 @@
 //! | [`stream`] | one stream's shared state: ring, header bytes, source state, client count, the shards' bells |
 //! | [`source`] | the source thread: open / read / reopen with backoff / close-idle / quiet kill / pacing |
 //! | [`demo`] | the built-in test-tone stream used when no source is given |
-//! | [`framing`] | framers (raw, mp3) that cut bytes into whole frames |
+//! | [`framing`] | framers (raw, mp3 with tag skipping, AAC ADTS, Ogg pages with header capture) that cut bytes into whole frames |
 //! | [`reservoir`] | clean MP3 joins and skips: the bit-reservoir lead-in |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
 //! | [`shard`] | one glommio executor per core: accept loop, connection tasks, the watcher |
