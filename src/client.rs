@@ -329,7 +329,8 @@ impl Sender {
             } else {
                 0
             };
-            // SAFETY (pointer arithmetic only): start <= f.len, inside the slot.
+            // SAFETY: pointer arithmetic only: start <= f.len, so the result
+            // stays inside the slot.
             let ptr = unsafe { f.ptr.add(start) };
             iov[count] = io_slice(ptr, f.len - start);
             pieces[frames] = (n, f.len, f.len - start);

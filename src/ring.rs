@@ -180,7 +180,7 @@ impl Ring {
     #[inline]
     fn slot(&self, n: u64) -> *mut u8 {
         let index = (n % self.capacity) as usize;
-        // SAFETY (of the arithmetic): index < capacity, so the offset is inside
+        // SAFETY: index < capacity, so the offset is inside
         // the mapping of `capacity * stride` bytes.
         unsafe { self.base.add(index * self.stride) }
     }

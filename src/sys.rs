@@ -7,6 +7,7 @@
 //! states why it is sound; callers only see safe functions that return
 //! `io::Result`.
 
+use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -194,10 +195,7 @@ pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
                 sin6.sin6_scope_id,
             )))
         }
-        _ => Err(io::Error::new(
-            io::ErrorKind::Other,
-            "unknown address family",
-        )),
+        _ => Err(io::Error::other("unknown address family")),
     }
 }
 
@@ -295,27 +293,49 @@ fn primary_gid(uid: u32) -> Option<u32> {
     Some(pwd.pw_gid)
 }
 
-/// Resolve a user name to a uid with getpwnam_r.
-pub fn uid_by_name(name: &str) -> Option<u32> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: see `primary_gid`.
-    let mut pwd: libc::passwd = unsafe { mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: `cname` is NUL-terminated; the other pointers are valid.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
+/// Resolve a user name to a uid with getpwnam_r (growing the buffer as the
+/// C library asks). The error says why: no such user, or the lookup failed.
+pub fn uid_by_name(name: &str) -> Result<u32, String> {
+    let cname = CString::new(name).map_err(|_| "a user name cannot contain NUL".to_owned())?;
+    // SAFETY: sysconf has no preconditions; -1 (no limit known) is handled.
+    let hint = unsafe { libc::sysconf(libc::_SC_GETPW_R_SIZE_MAX) };
+    let mut buf_len = usize::try_from(hint)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or(1024);
+    loop {
+        let mut buf: Vec<libc::c_char> = vec![0; buf_len];
+        // SAFETY: `passwd` is a plain C struct of integers and pointers, for
+        // which all-zero bytes (null pointers) are a valid value.
+        let mut pwd: libc::passwd = unsafe { mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `cname` is a NUL-terminated string; `pwd`, `buf` (with its
+        // true length) and `result` are valid for writes for the whole call
+        // and outlive it. getpwnam_r stores only into them.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf_len < (1 << 20) {
+            buf_len *= 2;
+            continue;
+        }
+        if rc != 0 {
+            return Err(format!(
+                "cannot look up user: {}",
+                std::io::Error::from_raw_os_error(rc)
+            ));
+        }
+        if result.is_null() {
+            return Err("no such user".to_owned());
+        }
+        return Ok(pwd.pw_uid);
     }
-    Some(pwd.pw_uid)
 }
 
 /// True when `fd` is a terminal.
@@ -458,7 +478,7 @@ pub fn kill_with_parent(cmd: &mut std::process::Command) {
     // SAFETY: the closure runs between fork and exec and only calls prctl,
     // which is async-signal-safe and allocates nothing.
     unsafe {
-        cmd.pre_exec(|| set_parent_death_signal());
+        cmd.pre_exec(set_parent_death_signal);
     }
 }
 
@@ -478,4 +498,16 @@ pub fn somaxconn() -> Option<u32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The number of CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1.
+pub fn cpus_online() -> usize {
+    // SAFETY: sysconf only reads system information; it has no
+    // preconditions and returns -1 on error, which is handled below.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n >= 1 {
+        usize::try_from(n).unwrap_or(1)
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }

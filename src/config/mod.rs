@@ -55,7 +55,7 @@ pub use file::{load as load_file, FileError, RESERVED_PATHS};
 /// Default of `-flush-interval` / `flush_interval`.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
@@ -566,14 +566,7 @@ fn push_flag_usage(out: &mut String, d: &FlagDef) {
 /// The number of CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`), at least 1:
 /// the default and the upper bound of `-cpu-max`.
 pub fn cpus_online() -> usize {
-    // SAFETY: sysconf only reads system information; it has no
-    // preconditions and returns -1 on error, which is handled below.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n >= 1 {
-        usize::try_from(n).unwrap_or(1)
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
+    crate::sys::cpus_online()
 }
 
 // ---------------------------------------------------------------------------
@@ -1165,46 +1158,7 @@ pub(crate) fn parse_uid(s: &str) -> Result<u32, String> {
 
 /// Look a user name up in the password database (`getpwnam_r`).
 fn lookup_user(name: &str) -> Result<u32, String> {
-    let cname = CString::new(name).map_err(|_| "a user name cannot contain NUL".to_owned())?;
-    // SAFETY: sysconf has no preconditions; -1 (no limit known) is handled.
-    let hint = unsafe { libc::sysconf(libc::_SC_GETPW_R_SIZE_MAX) };
-    let mut buf_len = usize::try_from(hint)
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or(1024);
-    loop {
-        let mut buf: Vec<libc::c_char> = vec![0; buf_len];
-        // SAFETY: `passwd` is a plain C struct of integers and pointers, for
-        // which all-zero bytes (null pointers) are a valid value.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: `cname` is a NUL-terminated string; `pwd`, `buf` (with its
-        // true length) and `result` are valid for writes for the whole call
-        // and outlive it. getpwnam_r stores only into them.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf_len < (1 << 20) {
-            buf_len *= 2;
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!(
-                "cannot look up user: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        if result.is_null() {
-            return Err("no such user".to_owned());
-        }
-        return Ok(pwd.pw_uid);
-    }
+    crate::sys::uid_by_name(name)
 }
 
 /// Parse a duration in Go's `time.ParseDuration` syntax: `"0"`, or one or
