@@ -432,10 +432,10 @@ impl Sender {
         self.frames_sent += self.tail_frames;
         stats.frames_out.add(self.tail_frames);
         self.tail_frames = 0;
-        if self.tail.capacity() > 4096 {
-            // Keep a blocked client's memory small once it has recovered.
-            self.tail = Vec::new();
-        }
+        // Give the buffer back: most clients never need one again (it was a
+        // join's lead-in, a lagging moment or a blocked write), and 10,000
+        // idle kilobytes would be most of the server's memory.
+        self.tail = Vec::new();
     }
 
     /// Before waiting for the socket: make sure the bytes to write next are

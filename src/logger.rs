@@ -46,6 +46,14 @@ impl Log for StderrLogger {
     }
 }
 
+/// Write an `INFO` line whatever the log level: for the lines scripts and
+/// tests read (`Listening at ADDR`), which must not vanish with
+/// `-log-level warn`.
+pub fn announce(message: &str) {
+    let line = format!("{} {:<5} {message}\n", timestamp(SystemTime::now()), "INFO");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// Install the logger at `level`. Calling it twice keeps the first logger.
 pub fn init(level: LevelFilter) {
     let logger = Box::new(StderrLogger { level });

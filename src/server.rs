@@ -217,7 +217,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             ListenerKind::Public,
             shards,
         )?;
-        log::info!("Listening at {bound}");
+        crate::logger::announce(&format!("Listening at {bound}"));
     }
     if let Some(admin) = &config.admin_listen {
         // One admin socket is plenty: it serves a few status requests.
@@ -228,7 +228,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             ListenerKind::Admin,
             1,
         )?;
-        log::info!("Status pages at http://{bound}/status");
+        crate::logger::announce(&format!("Status pages at http://{bound}/status"));
     }
 
     if let Some(uid) = config.uid {

@@ -425,8 +425,11 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         return;
     }
     let _ = sys::set_nodelay(tcp.as_raw_fd());
-    let peer_text = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-    log::info!("client {peer_text} {}", req.path);
+    let peer_text = || peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+    log::info!("client {} {}", peer_text(), req.path);
+    // Nothing of the request is needed from here on; free it now rather than
+    // at the end of a connection that may last for days.
+    drop(req);
     shard.clients_now.set(shard.clients_now.get() + 1);
     shard
         .stats()
@@ -442,7 +445,9 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     registry.insert(live.clone());
     let list = shard.wait_list(&stream);
     let mut sender = Sender::new(&stream, &config, tcp.as_raw_fd(), start, live.clone());
-    let reason = if tcp.write_all(&head).await.is_err() {
+    let head_written = tcp.write_all(&head).await.is_ok();
+    drop(head);
+    let reason = if !head_written {
         "gone".to_string()
     } else {
         deliver(&shard, &stream, &list, &mut tcp, &mut sender).await
@@ -466,7 +471,8 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         shard.server.main_wake.signal();
     }
     log::info!(
-        "client {peer_text} -- {:.3}s elapsed {} bytes {} frames + {} skipped reason={reason}",
+        "client {} -- {:.3}s elapsed {} bytes {} frames + {} skipped reason={reason}",
+        peer_text(),
         started.elapsed().as_secs_f64(),
         sender.bytes_sent,
         sender.frames_sent,
@@ -586,15 +592,18 @@ enum ReadOutcome {
 /// Read the request head within the header timeout and size limit; answer
 /// errors itself. `None` means the connection is done.
 async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<http::Request> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    // The head is read into a heap buffer that lives only until it is
+    // parsed: nothing of it stays in the connection's (long-lived) task.
+    let mut buf: Vec<u8> = Vec::new();
     let reading = async {
         loop {
-            let n = match tcp.read(&mut chunk).await {
+            let have = buf.len();
+            buf.resize((have + 1024).min(http::MAX_REQUEST_BYTES + 1024), 0);
+            let n = match tcp.read(&mut buf[have..]).await {
                 Ok(0) | Err(_) => return ReadOutcome::Closed,
                 Ok(n) => n,
             };
-            buf.extend_from_slice(&chunk[..n]);
+            buf.truncate(have + n);
             match http::parse_request(&buf) {
                 Ok(Parse::Complete(req)) => return ReadOutcome::Request(req),
                 Ok(Parse::Partial) => continue,
