@@ -565,6 +565,21 @@ impl SourceThread {
             now.oversized_frames
                 .saturating_sub(self.framer_seen.oversized_frames),
         );
+        let seen = &self.framer_seen;
+        s.tags
+            .add((now.tags + now.info_frames).saturating_sub(seen.tags + seen.info_frames));
+        s.tag_bytes
+            .add(now.tag_bytes.saturating_sub(seen.tag_bytes));
+        s.free_format_headers.add(
+            now.free_format_headers
+                .saturating_sub(seen.free_format_headers),
+        );
+        s.stream_headers
+            .add(now.headers.saturating_sub(seen.headers));
+        s.partial_bytes_dropped.add(
+            now.partial_bytes_dropped
+                .saturating_sub(seen.partial_bytes_dropped),
+        );
         self.framer_seen = now;
     }
 

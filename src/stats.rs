@@ -133,6 +133,17 @@ pub struct SourceStats {
     pub invalid_bytes: Counter,
     /// Frames dropped whole for being larger than frame-bytes.
     pub oversized_frames: Counter,
+    /// Metadata tags (ID3v2, ID3v1, APEv2) and header frames (Xing/Info/VBRI)
+    /// dropped.
+    pub tags: Counter,
+    /// Bytes of those tags and header frames.
+    pub tag_bytes: Counter,
+    /// Free-format MP3 headers refused.
+    pub free_format_headers: Counter,
+    /// Stream headers (Ogg header pages of a logical stream) captured.
+    pub stream_headers: Counter,
+    /// Bytes of an unfinished frame dropped at the end of a session.
+    pub partial_bytes_dropped: Counter,
     /// Header bytes captured (last session).
     pub header_bytes: Gauge,
 }
