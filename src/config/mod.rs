@@ -53,7 +53,7 @@ mod file;
 pub use file::{load as load_file, FileError, RESERVED_PATHS};
 
 /// Default of `-flush-interval` / `flush_interval`.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -411,8 +411,8 @@ static FLAGS: &[FlagDef] = &[
         flag: Flag::FlushInterval,
         name: "flush-interval",
         kind: Kind::Value("duration"),
-        default: "20ms",
-        help: "longest wait to gather more frames into one send per client (0 = send every frame at once)",
+        default: "200ms",
+        help: "longest wait to gather more frames into one send per client: CPU against latency, see tuning.md (0 = send every frame at once)",
         streamserve: false,
     },
     FlagDef {
@@ -1362,7 +1362,7 @@ mod tests {
             cpu_max: cpus_online(),
             stat_log_interval: None,
             uid: None,
-            flush_interval: Duration::from_millis(20),
+            flush_interval: Duration::from_millis(200),
             listen_backlog: 4096,
             max_clients: 0,
             log_level: log::LevelFilter::Info,
