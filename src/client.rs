@@ -36,6 +36,26 @@ pub const MAX_SEND_BYTES: usize = 256 * 1024;
 /// Most bytes of lagging frames copied out of the ring per send.
 pub const MAX_COPY_BYTES: usize = 64 * 1024;
 
+/// Reusable buffers for building one vectored send, one per shard: `try_send`
+/// never awaits, so the shard's clients take turns with them, and no client
+/// carries (or re-initialises) arrays of its own.
+#[derive(Debug, Default)]
+pub struct SendScratch {
+    iov: Vec<IoSlice>,
+    /// For each frame piece: (frame number, full length, bytes in the piece).
+    pieces: Vec<(u64, usize, usize)>,
+}
+
+impl SendScratch {
+    /// Buffers with room for the largest send.
+    pub fn new() -> SendScratch {
+        SendScratch {
+            iov: Vec::with_capacity(MAX_IOV),
+            pieces: Vec::with_capacity(MAX_IOV),
+        }
+    }
+}
+
 /// What one call of [`Sender::try_send`] did.
 #[derive(Debug)]
 pub enum Step {
@@ -237,7 +257,12 @@ impl Sender {
     }
 
     /// Send everything pending in one `sendmsg`.
-    pub fn try_send(&mut self, stream: &Stream, stats: &ClientStats) -> Step {
+    pub fn try_send(
+        &mut self,
+        stream: &Stream,
+        stats: &ClientStats,
+        scratch: &mut SendScratch,
+    ) -> Step {
         let head = self.ring.head();
         if self.needs_header && head > self.next {
             self.take_header(stream);
@@ -276,22 +301,23 @@ impl Sender {
             self.copy_lagging(head, zero_copy_floor.min(new_header));
         }
 
-        let mut iov: [IoSlice; MAX_IOV] = [io_slice(std::ptr::null(), 0); MAX_IOV];
+        let SendScratch { iov, pieces } = scratch;
+        iov.clear();
+        pieces.clear();
         // For each frame piece: (frame number, full length, bytes in the piece).
-        let mut pieces: [(u64, usize, usize); MAX_IOV] = [(0, 0, 0); MAX_IOV];
         let mut count = 0;
         let mut owned = 0; // how many leading iovecs are owned bytes
         let mut total = 0usize;
         if let Some(p) = &self.prefix {
             let rest = &p[self.prefix_pos..];
-            iov[count] = io_slice(rest.as_ptr(), rest.len());
+            iov.push(io_slice(rest.as_ptr(), rest.len()));
             count += 1;
             owned += 1;
             total += rest.len();
         }
         if self.tail_pos < self.tail.len() {
             let rest = &self.tail[self.tail_pos..];
-            iov[count] = io_slice(rest.as_ptr(), rest.len());
+            iov.push(io_slice(rest.as_ptr(), rest.len()));
             count += 1;
             owned += 1;
             total += rest.len();
@@ -332,8 +358,8 @@ impl Sender {
             // SAFETY: pointer arithmetic only: start <= f.len, so the result
             // stays inside the slot.
             let ptr = unsafe { f.ptr.add(start) };
-            iov[count] = io_slice(ptr, f.len - start);
-            pieces[frames] = (n, f.len, f.len - start);
+            iov.push(io_slice(ptr, f.len - start));
+            pieces.push((n, f.len, f.len - start));
             count += 1;
             frames += 1;
             total += f.len - start;
@@ -357,6 +383,7 @@ impl Sender {
         // slots, which stay mapped while `self.ring` (an Arc) is alive. Slot
         // bytes may change during the call; that is detected below.
         let result = unsafe { sys::send_vectored(self.fd, &iov[..count]) };
+        iov.clear();
         let sent = match result {
             SendResult::Sent(k) => k,
             SendResult::WouldBlock => {

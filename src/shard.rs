@@ -28,7 +28,7 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::client::{End, Sender, Step};
+use crate::client::{End, SendScratch, Sender, Step};
 use crate::http::{self, Method, Parse, RequestError};
 use crate::stats::{ClientStats, ShardStats};
 use crate::status;
@@ -151,6 +151,8 @@ struct Shard {
     stop_waiters: RefCell<Vec<Waker>>,
     /// Clients on this shard now.
     clients_now: Cell<usize>,
+    /// Buffers the clients take turns with to build their sends.
+    scratch: RefCell<SendScratch>,
 }
 
 impl Shard {
@@ -244,6 +246,7 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
         stopping: Cell::new(false),
         stop_waiters: RefCell::new(Vec::new()),
         clients_now: Cell::new(0),
+        scratch: RefCell::new(SendScratch::new()),
     });
     glommio::spawn_local(watch(shard.clone())).detach();
     shard.server.shards_ready.fetch_add(1, Ordering::AcqRel);
@@ -492,7 +495,9 @@ async fn deliver(
     let mut junk = [0u8; 64];
     let mut extra_input: u64 = 0;
     loop {
-        match sender.try_send(stream, stats) {
+        // The scratch borrow ends with this statement: try_send never awaits.
+        let step = sender.try_send(stream, stats, &mut shard.scratch.borrow_mut());
+        match step {
             Step::Progress => {
                 glommio::yield_if_needed().await;
             }
