@@ -270,6 +270,14 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     }
     control.publish();
 
+    // The listen descriptors, to shut them all down at the same moment when
+    // stopping (they stay open until then: shards close them only after the
+    // stop flag is set).
+    let listen_fds: Vec<std::os::fd::RawFd> = per_shard
+        .iter()
+        .flatten()
+        .map(|(fd, _)| fd.as_raw_fd())
+        .collect();
     let mut executors = Vec::new();
     for (i, listeners) in per_shard.into_iter().enumerate() {
         let placement = match shard_cores[i] {
@@ -321,7 +329,14 @@ pub fn run(config: Config) -> Result<i32, StartError> {
 
     wait_for_stop(&mut control)?;
 
-    // Stop: shards stop accepting and end their responses; sources stop.
+    // Stop: first shut every listen socket down at once, so the kernel hands
+    // new and queued connections to another process on the same port (a
+    // graceful restart; with net.ipv4.tcp_migrate_req=1 even those already
+    // queued move) rather than to a sibling shard that is about to close.
+    // Then shards stop accepting and end their responses; sources stop.
+    for fd in &listen_fds {
+        let _ = sys::shutdown_listener(*fd);
+    }
     let stop_began = Instant::now();
     shared.shutdown.store(true, Ordering::Release);
     for bell in bells.iter() {

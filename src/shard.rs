@@ -280,6 +280,12 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: ListenerKind) {
     let mut last_error_log: Option<Instant> = None;
     loop {
+        // Checked first: once the listen socket is shut down, accept fails at
+        // once and would never let the stop future be polled.
+        if shard.stopping.get() {
+            drain_on_stop(&shard, &listener, fd, kind).await;
+            break;
+        }
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             StopWait { shard: &shard }.await;
             None
@@ -293,6 +299,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: L
             Some(Ok(tcp)) => {
                 shard.stats().accepted.inc();
                 glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
+            }
+            Some(Err(_)) if shard.server.shutdown.load(Ordering::Acquire) => {
+                // The socket was shut down for the stop; the watcher sets
+                // `stopping` in a moment.
+                glommio::timer::sleep(Duration::from_millis(5)).await;
             }
             Some(Err(e)) => {
                 shard.stats().accept_errors.inc();
