@@ -77,7 +77,7 @@ fn http10_get_gets_an_http10_response_with_frames() {
 #[test]
 fn ten_concurrent_clients_receive_identical_bytes() {
     const F: usize = 1000;
-    let server = raw_server(F, 200, &[]);
+    let server = raw_server(F, 200, &["-source-buffer", "1024"]);
     // Connect all ten, then learn where each starts.
     let mut clients: Vec<Client> = (0..10).map(|_| server.get()).collect();
     let mut firsts = Vec::new();
