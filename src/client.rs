@@ -36,6 +36,36 @@ pub const MAX_SEND_BYTES: usize = 256 * 1024;
 /// Most bytes of lagging frames copied out of the ring per send.
 pub const MAX_COPY_BYTES: usize = 64 * 1024;
 
+/// Buffers for owned frame bytes (`tail`), kept per shard thread so that a
+/// client that copies (a lead-in, a lagging moment, a fast writer) does not
+/// allocate and fault in fresh memory for every send, while idle clients hold
+/// none. At most [`POOL_BUFFERS`] are kept.
+const POOL_BUFFERS: usize = 16;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A tail buffer from the pool (empty, maybe with capacity).
+fn take_buffer() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Give a tail buffer back to the pool (or drop it when the pool is full or
+/// the buffer is unusually large).
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > 4 * MAX_COPY_BYTES {
+        return;
+    }
+    buf.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_BUFFERS {
+            p.push(buf);
+        }
+    });
+}
+
 /// Reusable buffers for building one vectored send, one per shard: `try_send`
 /// never awaits, so the shard's clients take turns with them, and no client
 /// carries (or re-initialises) arrays of its own.
@@ -212,6 +242,12 @@ impl Sender {
     /// be taken back. Caught-up clients of a live stream never take this path;
     /// lagging ones copy at most [`MAX_COPY_BYTES`] per send.
     fn copy_lagging(&mut self, head: u64, floor: u64) {
+        if self.next >= floor || self.next >= head {
+            return;
+        }
+        if self.tail.capacity() == 0 {
+            self.tail = take_buffer();
+        }
         self.tail.clear();
         self.tail_pos = 0;
         self.tail_frames = 0;
@@ -228,6 +264,9 @@ impl Sender {
             self.tail_frames += 1;
             self.next += 1;
         }
+        if self.tail.is_empty() {
+            give_back(std::mem::take(&mut self.tail));
+        }
     }
 
     /// Before the first frame after a join or a skip of an MP3 stream: put
@@ -235,13 +274,16 @@ impl Sender {
     fn build_leadin(&mut self, stream: &Stream, head: u64) {
         self.leadin_due = false;
         let floor = stream.session_start().max(self.ring.oldest_safe(head));
+        if self.tail.capacity() == 0 {
+            self.tail = take_buffer();
+        }
         match reservoir::lead_in(&self.ring, self.next, floor, &mut self.tail) {
             Some(frames) if frames > 0 => {
                 self.tail_pos = 0;
                 self.tail_frames = frames;
                 self.body_bytes += self.tail.len() as u64;
             }
-            _ => self.tail.clear(),
+            _ => give_back(std::mem::take(&mut self.tail)),
         }
     }
 
@@ -440,6 +482,9 @@ impl Sender {
             // of the ring now, while the slot still holds it, so the writer
             // cannot overwrite it before the client has room again.
             let (n, offset) = (self.next, self.offset);
+            if self.tail.capacity() == 0 {
+                self.tail = take_buffer();
+            }
             if !self.ring.copy_frame_from(n, offset, &mut self.tail) {
                 return Step::Finished(End::Torn);
             }
@@ -459,10 +504,10 @@ impl Sender {
         self.frames_sent += self.tail_frames;
         stats.frames_out.add(self.tail_frames);
         self.tail_frames = 0;
-        // Give the buffer back: most clients never need one again (it was a
-        // join's lead-in, a lagging moment or a blocked write), and 10,000
-        // idle kilobytes would be most of the server's memory.
-        self.tail = Vec::new();
+        // Give the buffer back to the shard's pool: most clients never need
+        // one again (a join's lead-in, a lagging moment, a blocked write), and
+        // 10,000 idle kilobytes would be most of the server's memory.
+        give_back(std::mem::take(&mut self.tail));
     }
 
     /// Before waiting for the socket: make sure the bytes to write next are
@@ -490,6 +535,9 @@ impl Sender {
             }
         }
         let offset = self.offset;
+        if self.tail.capacity() == 0 {
+            self.tail = take_buffer();
+        }
         if self.ring.copy_frame_from(self.next, offset, &mut self.tail) {
             // (copy_frame_from clears `tail` first; no owned bytes were pending.)
             self.tail_pos = 0;
@@ -503,7 +551,7 @@ impl Sender {
         } else {
             // Overwritten between the lap check and the copy: the next
             // try_send skips forward.
-            self.tail.clear();
+            give_back(std::mem::take(&mut self.tail));
             Ok(())
         }
     }

@@ -190,6 +190,7 @@ impl Control {
 
 /// Run the server until it is stopped. Returns the process exit status.
 pub fn run(config: Config) -> Result<i32, StartError> {
+    let (stop_signals, hup_signals) = signal_pipes()?;
     check_limits(&config);
     if sys::geteuid() == 0 && config.uid.is_none() {
         log::warn!(
@@ -327,7 +328,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         )));
     }
 
-    wait_for_stop(&mut control)?;
+    wait_for_stop(&mut control, stop_signals, hup_signals)?;
 
     // Stop: first shut every listen socket down at once, so the kernel hands
     // new and queued connections to another process on the same port (a
@@ -398,7 +399,10 @@ fn bind_all(
 /// Block until SIGINT/SIGTERM, or until every stream has ended and every
 /// client has left (streamserve's exit when `-reopen=false`). SIGHUP reloads
 /// the configuration file.
-fn wait_for_stop(control: &mut Control) -> Result<(), StartError> {
+/// Signals as readable pipes: (SIGINT/SIGTERM, SIGHUP). Registered first
+/// thing, so a signal that comes while the server starts is not lost (and
+/// does not kill the process with its default action).
+fn signal_pipes() -> Result<(UnixStream, UnixStream), StartError> {
     let pipe = |sigs: &[libc::c_int]| -> Result<UnixStream, StartError> {
         let (read, write) =
             UnixStream::pair().map_err(|e| StartError(format!("signal pipe: {e}")))?;
@@ -415,6 +419,14 @@ fn wait_for_stop(control: &mut Control) -> Result<(), StartError> {
     };
     let stop = pipe(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let hup = pipe(&[signal_hook::consts::SIGHUP])?;
+    Ok((stop, hup))
+}
+
+fn wait_for_stop(
+    control: &mut Control,
+    stop: UnixStream,
+    hup: UnixStream,
+) -> Result<(), StartError> {
     let shared = control.shared.clone();
     loop {
         let set = shared.streams();

@@ -42,6 +42,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const GUARD_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a stopping shard waits for its clients' responses to end.
 const STOP_GRACE: Duration = Duration::from_millis(700);
+/// A stream that brought this many bytes since its clients were last woken
+/// wakes them at once instead of waiting out the flush interval.
+const FLUSH_ENOUGH_BYTES: u64 = 32 * 1024;
 /// How long a stopping shard still waits for a request head that is on its
 /// way.
 const STOP_REQUEST_GRACE: Duration = Duration::from_millis(200);
@@ -112,6 +115,8 @@ struct WaitList {
     /// Head and state last seen by the watcher.
     last_head: Cell<u64>,
     last_state: Cell<Option<SourceState>>,
+    /// The stream's source byte count when its clients were last woken.
+    last_bytes: Cell<u64>,
 }
 
 impl WaitList {
@@ -123,6 +128,7 @@ impl WaitList {
             generation: Cell::new(0),
             last_head: Cell::new(0),
             last_state: Cell::new(None),
+            last_bytes: Cell::new(0),
         }
     }
 
@@ -361,13 +367,27 @@ async fn watch(shard: Rc<Shard>) {
         }
         let flush = shard.server.flush_interval;
         if rung && !flush.is_zero() {
-            glommio::timer::sleep(flush).await;
+            // Gather frames for up to the flush interval, unless a stream has
+            // already brought enough for a full-sized send (a high-rate
+            // stream must not be held to one send per interval).
+            let enough = shard.waits.borrow().values().any(|l| {
+                l.stream
+                    .source_stats
+                    .bytes_in
+                    .get()
+                    .saturating_sub(l.last_bytes.get())
+                    >= FLUSH_ENOUGH_BYTES
+            });
+            if !enough {
+                glommio::timer::sleep(flush).await;
+            }
         }
         let lists: Vec<Rc<WaitList>> = shard.waits.borrow().values().cloned().collect();
         for list in lists {
             let head = list.stream.ring.head();
             let state = list.stream.state();
             if head != list.last_head.get() || Some(state) != list.last_state.get() {
+                list.last_bytes.set(list.stream.source_stats.bytes_in.get());
                 list.last_head.set(head);
                 list.last_state.set(Some(state));
                 list.wake_all();
