@@ -335,11 +335,13 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     // graceful restart; with net.ipv4.tcp_migrate_req=1 even those already
     // queued move) rather than to a sibling shard that is about to close.
     // Then shards stop accepting and end their responses; sources stop.
+    // The flag goes first, so a shard whose accept fails on the shut-down
+    // socket knows it is the stop and not an error worth logging.
+    shared.shutdown.store(true, Ordering::Release);
     for fd in &listen_fds {
         let _ = sys::shutdown_listener(*fd);
     }
     let stop_began = Instant::now();
-    shared.shutdown.store(true, Ordering::Release);
     for bell in bells.iter() {
         bell.ring();
     }
