@@ -555,9 +555,4 @@ impl StreamSet {
             .find(|s| s.mount.as_deref() == Some(path))
             .or_else(|| self.streams.iter().find(|s| s.mount.is_none()))
     }
-
-    /// The stream with this mount (`None` matches the catch-all stream).
-    pub fn by_mount(&self, mount: Option<&str>) -> Option<&Arc<Stream>> {
-        self.streams.iter().find(|s| s.mount.as_deref() == mount)
-    }
 }

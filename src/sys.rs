@@ -205,14 +205,6 @@ pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
-/// Bytes queued in the socket's send buffer not yet acknowledged (SIOCOUTQ).
-pub fn send_queue_bytes(fd: RawFd) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ (== SIOCOUTQ) writes one int through the pointer.
-    cvt(unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n as *mut libc::c_int) })?;
-    Ok(n.max(0) as usize)
-}
-
 /// Raise RLIMIT_NOFILE's soft limit to the hard limit. Returns (soft, hard)
 /// after the change.
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {

@@ -537,12 +537,10 @@ fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig>
         }
     };
     let is_demo = matches!(source, Some(SourceSpec::Demo));
-    let default_frame = match (framer, is_demo) {
-        (_, true) => crate::demo::FRAME_BYTES,
-        (FramerKind::Mp3, _) => crate::framing::MP3_MAX_FRAME_BYTES,
-        (FramerKind::Aac, _) => crate::framing::AAC_MAX_FRAME_BYTES,
-        (FramerKind::Ogg, _) => crate::framing::OGG_MAX_PAGE_BYTES,
-        (FramerKind::Raw, _) => 64,
+    let default_frame = if is_demo {
+        crate::demo::FRAME_BYTES
+    } else {
+        crate::framing::largest_frame(framer).unwrap_or(64)
     };
     let frame_bytes = r
         .int(t, s, "frame_bytes", 1, 64 << 20)

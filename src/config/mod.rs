@@ -942,11 +942,8 @@ impl Flags {
         // Likewise an ADTS frame is at most 8191 bytes and an Ogg page at
         // most 65307.
         if framer_given && !self.is_given(Flag::FrameBytes) {
-            match framer {
-                FramerKind::Raw => {}
-                FramerKind::Mp3 => frame_bytes = crate::framing::MP3_MAX_FRAME_BYTES,
-                FramerKind::Aac => frame_bytes = crate::framing::AAC_MAX_FRAME_BYTES,
-                FramerKind::Ogg => frame_bytes = crate::framing::OGG_MAX_PAGE_BYTES,
+            if let Some(largest) = crate::framing::largest_frame(framer) {
+                frame_bytes = largest;
             }
         }
 

@@ -47,6 +47,18 @@ pub const AAC_MAX_FRAME_BYTES: usize = 8191;
 /// of 255 bytes.
 pub const OGG_MAX_PAGE_BYTES: usize = 27 + 255 + 255 * 255;
 
+/// The largest frame a framer of this kind can emit (`None` for raw, whose
+/// frames are exactly `frame_bytes`): the default `frame_bytes`, so that no
+/// legal frame is dropped as oversized.
+pub fn largest_frame(kind: FramerKind) -> Option<usize> {
+    match kind {
+        FramerKind::Raw => None,
+        FramerKind::Mp3 => Some(MP3_MAX_FRAME_BYTES),
+        FramerKind::Aac => Some(AAC_MAX_FRAME_BYTES),
+        FramerKind::Ogg => Some(OGG_MAX_PAGE_BYTES),
+    }
+}
+
 /// Counters a framer keeps about what it has seen.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FramerStats {
