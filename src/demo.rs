@@ -51,7 +51,11 @@ pub fn tone_frame(index: u64, out: &mut Vec<u8>) {
     for i in 0..samples as u64 {
         let t = first + i;
         let second = t / SAMPLE_RATE as u64;
-        let freq = if second % 2 == 0 { 440.0 } else { 660.0 };
+        let freq = if second.is_multiple_of(2) {
+            440.0
+        } else {
+            660.0
+        };
         let phase = 2.0 * PI * freq * (t as f64) / SAMPLE_RATE as f64;
         let v = (phase.sin() * 8000.0) as i16;
         out.extend_from_slice(&v.to_le_bytes());

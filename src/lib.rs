@@ -54,6 +54,7 @@
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod failpoint;
 pub mod framing;
 pub mod http;
 pub mod logger;
@@ -66,3 +67,4 @@ pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sys;
+pub mod wait;

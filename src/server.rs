@@ -32,6 +32,42 @@ use crate::sys::{self, EventFd};
 const IO_MEMORY: usize = 512 * 1024;
 /// io_uring submission queue depth per executor.
 const RING_DEPTH: usize = 1024;
+/// Exit status after a thread of the server panicked (EX_SOFTWARE): a
+/// failure, so a service manager (`Restart=on-failure`) starts it again.
+pub const EXIT_PANIC: i32 = 70;
+
+/// Set by the panic hook: some thread of the server panicked, and the
+/// process must not go on as a half-server (a shard that no longer accepts on
+/// its listen socket, a stream whose source is gone). The main thread sees
+/// it, stops everything and exits with [`EXIT_PANIC`].
+static PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// Log every panic at ERROR (with the thread: `shard-N`, `source-N`) and wake
+/// the main thread, which stops the server and exits non-zero. The default
+/// hook still prints the panic (and a backtrace with RUST_BACKTRACE).
+fn install_panic_hook(main_wake: Arc<EventFd>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error!(
+            "thread {name} panicked at {place}: {what}; stopping, exit status {EXIT_PANIC} (a service manager restarts the server)"
+        );
+        PANICKED.store(true, Ordering::Release);
+        main_wake.signal();
+        default(info);
+    }));
+}
 
 /// A failure to start, naming the side that failed.
 #[derive(Debug)]
@@ -239,6 +275,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     }
 
     let main_wake = Arc::new(EventFd::new().map_err(|e| StartError(format!("eventfd: {e}")))?);
+    install_panic_hook(main_wake.clone());
     let bells: Arc<[Bell]> = (0..shards).map(|_| Bell::default()).collect();
     let shared = Arc::new(ServerShared {
         shutdown: AtomicBool::new(false),
@@ -303,7 +340,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     // Every shard must come up (io_uring set up, memory locked); a server
     // with a dead shard would refuse connections while looking healthy.
     let ready_by = Instant::now() + Duration::from_secs(10);
-    while shared.shards_ready.load(Ordering::Acquire) < shards && Instant::now() < ready_by {
+    while shared.shards_ready.load(Ordering::Acquire) < shards
+        && Instant::now() < ready_by
+        && !PANICKED.load(Ordering::Acquire)
+    {
         let _ = sys::wait_readable(&[main_wake.raw()], Some(Duration::from_millis(50)));
         main_wake.drain();
     }
@@ -329,6 +369,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     }
 
     wait_for_stop(&mut control, stop_signals, hup_signals)?;
+    let panicked = PANICKED.load(Ordering::Acquire);
 
     // Stop: first shut every listen socket down at once, so the kernel hands
     // new and queued connections to another process on the same port (a
@@ -365,6 +406,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         while !t.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+    if panicked {
+        log::error!("stopped after a panic: exit status {EXIT_PANIC}");
+        return Ok(EXIT_PANIC);
     }
     log::info!("stopped");
     Ok(0)
@@ -431,6 +476,9 @@ fn wait_for_stop(
 ) -> Result<(), StartError> {
     let shared = control.shared.clone();
     loop {
+        if PANICKED.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let set = shared.streams();
         let finished = !set.streams.is_empty()
             && set.streams.iter().all(|s| s.state() == SourceState::Ended)

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -34,6 +34,7 @@ use crate::stats::{ClientStats, ShardStats};
 use crate::status;
 use crate::stream::{Bell, ClientLive, ClientRegistry, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
+use crate::wait::WaitSet;
 
 /// How long a client has to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,12 +107,9 @@ pub enum ListenerKind {
 struct WaitList {
     /// The stream whose clients wait here.
     stream: Arc<Stream>,
-    /// Wakers of clients waiting for this stream's next frame.
-    wakers: RefCell<Vec<Waker>>,
-    /// A spare vector swapped in when the list is drained (no reallocation).
-    spare: RefCell<Vec<Waker>>,
-    /// Bumped at each drain, so a client registers once per generation.
-    generation: Cell<u64>,
+    /// Clients of this stream waiting for its next frame (one registration
+    /// each, released when the wait ends: see `wait.rs`).
+    frames: WaitSet,
     /// Head and state last seen by the watcher.
     last_head: Cell<u64>,
     last_state: Cell<Option<SourceState>>,
@@ -123,9 +121,7 @@ impl WaitList {
     fn new(stream: Arc<Stream>) -> WaitList {
         WaitList {
             stream,
-            wakers: RefCell::new(Vec::new()),
-            spare: RefCell::new(Vec::new()),
-            generation: Cell::new(0),
+            frames: WaitSet::new(),
             last_head: Cell::new(0),
             last_state: Cell::new(None),
             last_bytes: Cell::new(0),
@@ -133,13 +129,7 @@ impl WaitList {
     }
 
     fn wake_all(&self) {
-        let mut list = self.spare.take();
-        std::mem::swap(&mut list, &mut *self.wakers.borrow_mut());
-        self.generation.set(self.generation.get() + 1);
-        for w in list.drain(..) {
-            w.wake();
-        }
-        *self.spare.borrow_mut() = list;
+        self.frames.wake_all();
     }
 }
 
@@ -152,9 +142,9 @@ struct Shard {
     waits: RefCell<HashMap<u64, Rc<WaitList>>>,
     /// Set when the shard is stopping.
     stopping: Cell<bool>,
-    /// Wakers of tasks that wait for `stopping` (the accept loop, blocked
-    /// writers).
-    stop_waiters: RefCell<Vec<Waker>>,
+    /// Tasks that wait for `stopping` (the accept loop, request reads,
+    /// blocked writers): one registration per wait in progress.
+    stop_waiters: WaitSet,
     /// Clients on this shard now.
     clients_now: Cell<usize>,
     /// Buffers the clients take turns with to build their sends.
@@ -180,53 +170,13 @@ impl Shard {
         for w in lists {
             w.wake_all();
         }
-        for w in self.stop_waiters.take() {
-            w.wake();
-        }
+        self.stop_waiters.wake_all();
     }
-}
 
-/// Resolves when the shard starts stopping.
-struct StopWait<'a> {
-    shard: &'a Shard,
-}
-
-impl Future for StopWait<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shard.stopping.get() {
-            return Poll::Ready(());
-        }
-        self.shard
-            .stop_waiters
-            .borrow_mut()
-            .push(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-/// Resolves when the stream has a frame past `next`, has ended, or the shard
-/// stops.
-struct FrameWait<'a> {
-    shard: &'a Shard,
-    stream: &'a Stream,
-    list: &'a WaitList,
-    next: u64,
-    registered: Option<u64>,
-}
-
-impl Future for FrameWait<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shard.stopping.get() || self.stream.ring.head() > self.next || self.stream.ended() {
-            return Poll::Ready(());
-        }
-        let generation = self.list.generation.get();
-        if self.registered != Some(generation) {
-            self.list.wakers.borrow_mut().push(cx.waker().clone());
-            self.registered = Some(generation);
-        }
-        Poll::Pending
+    /// Resolves when the shard starts stopping. Registers once; dropping it
+    /// unregisters.
+    fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        self.stop_waiters.wait_until(|| self.stopping.get())
     }
 }
 
@@ -250,7 +200,7 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
         waits: RefCell::new(HashMap::new()),
         server,
         stopping: Cell::new(false),
-        stop_waiters: RefCell::new(Vec::new()),
+        stop_waiters: WaitSet::new(),
         clients_now: Cell::new(0),
         scratch: RefCell::new(SendScratch::new()),
     });
@@ -285,6 +235,10 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
 /// the SO_REUSEPORT group).
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: ListenerKind) {
     let mut last_error_log: Option<Instant> = None;
+    // One stop registration for the life of the loop, not one per accept
+    // (issue 9: a clone per accept overflowed glommio's task refcount).
+    let mut stopped = std::pin::pin!(shard.stopped());
+    let panic_after = crate::failpoint::shard_panic_after_accepts(shard.id);
     loop {
         // Checked first: once the listen socket is shut down, accept fails at
         // once and would never let the stop future be polled.
@@ -293,7 +247,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: L
             break;
         }
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            StopWait { shard: &shard }.await;
+            stopped.as_mut().await;
             None
         })
         .await;
@@ -304,6 +258,13 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: L
             }
             Some(Ok(tcp)) => {
                 shard.stats().accepted.inc();
+                if panic_after.is_some_and(|n| shard.stats().accepted.get() >= n) {
+                    panic!(
+                        "failpoint: shard {} panics after {} accepts",
+                        shard.id,
+                        shard.stats().accepted.get()
+                    );
+                }
                 glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
             }
             Some(Err(_)) if shard.server.shutdown.load(Ordering::Acquire) => {
@@ -541,13 +502,10 @@ async fn deliver(
                 }
                 // Wait for a frame, and meanwhile notice the client leaving
                 // (a pending read completes with EOF or an error).
-                let wait = FrameWait {
-                    shard,
-                    stream,
-                    list,
-                    next: sender.next,
-                    registered: None,
-                };
+                let next = sender.next;
+                let wait = list.frames.wait_until(|| {
+                    shard.stopping.get() || stream.ring.head() > next || stream.ended()
+                });
                 let read = future::or(
                     async {
                         wait.await;
@@ -580,7 +538,7 @@ async fn deliver(
                 let written = future::or(
                     async { Some(tcp.write(sender.blocked_bytes()).await) },
                     async {
-                        StopWait { shard }.await;
+                        shard.stopped().await;
                         None
                     },
                 )
@@ -654,7 +612,7 @@ async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<http::Reques
     // Stopping: a request already on its way gets a short grace (closing a
     // socket with unread data would reset it).
     let outcome = future::or(timed, async {
-        StopWait { shard }.await;
+        shard.stopped().await;
         glommio::timer::sleep(STOP_REQUEST_GRACE).await;
         ReadOutcome::Closed
     })

@@ -225,7 +225,7 @@ fn free_port() -> u16 {
 
 /// The stream flags every test server uses: 100-byte frames of `letter` lines.
 fn stream_args(letter: char) -> Vec<String> {
-    let line: String = std::iter::repeat(letter).take(FRAME - 1).collect();
+    let line: String = std::iter::repeat_n(letter, FRAME - 1).collect();
     [
         "-frame-bytes",
         &FRAME.to_string(),
@@ -363,7 +363,7 @@ impl Drop for Server {
 
 /// Check that `body` is whole `letter` frames; return how many.
 fn check_frames(body: &[u8], letter: u8) -> Result<usize, String> {
-    if body.len() % FRAME != 0 {
+    if !body.len().is_multiple_of(FRAME) {
         return Err(format!(
             "body of {} bytes is not whole {FRAME}-byte frames",
             body.len()

@@ -119,10 +119,16 @@ pub struct Server {
 /// Start `ringcast -address 127.0.0.1:0 -log-level info ARGS...` (stdin from
 /// /dev/null) and wait for its `Listening at` line.
 pub fn start(args: &[&str]) -> Server {
+    start_with_env(args, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut full: Vec<&str> = vec!["-address", "127.0.0.1:0", "-log-level", "info"];
     full.extend_from_slice(args);
     let mut child = Command::new(binary())
         .args(&full)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -690,7 +696,7 @@ pub fn check_raw_frame(f: &[u8]) -> Result<u64, String> {
 
 /// Split a body into raw test frames of `size` bytes and check each one.
 pub fn raw_frames(body: &[u8], size: usize) -> Result<Vec<u64>, String> {
-    if body.len() % size != 0 {
+    if !body.len().is_multiple_of(size) {
         return Err(format!(
             "body of {} bytes is not whole frames of {size}",
             body.len()
