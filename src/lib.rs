@@ -10,27 +10,35 @@
 //!
 //! # Layout
 //!
+//! One module per concept (a test checks that this table names every module
+//! under `src/` and nothing else):
+//!
 //! | module | what lives there |
 //! |---|---|
-//! | [`config`] | the streamserve-compatible command line → a validated [`config::Config`] |
-//! | [`server`] | start-up (limits, listen sockets, privileges), signals, shutdown |
-//! | [`stream`] | one stream's shared state: ring, header bytes, source state, client count, the shards' bells |
+//! | [`config`] | settings from the command line, the TOML file and the environment → one validated [`config::Config`] |
+//! | [`server`] | start-up (limits, listen sockets, privileges), signals, reload, shutdown, the panic policy |
+//! | [`shared`] | server-wide state every shard and the main thread share ([`shared::ServerShared`]) |
+//! | [`shard`] | one glommio executor per core: accept loop, connection tasks, the watcher |
+//! | [`wait`] | wait sets: how a task waits for an event on its shard (one waker clone per wait) |
+//! | [`client`] | one listener's position and the vectored-send hot path |
+//! | [`stream`] | one stream's shared state: ring, headers, source state, listener count, the shards' bells, and the listener records status pages read |
 //! | [`source`] | the source thread: open / read / reopen with backoff / close-idle / quiet kill / pacing |
 //! | [`demo`] | the built-in test-tone stream used when no source is given |
 //! | [`framing`] | framers (raw, mp3 with tag skipping, AAC ADTS, Ogg pages with header capture) that cut bytes into whole frames |
 //! | [`reservoir`] | clean MP3 joins and skips: the bit-reservoir lead-in |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
-//! | [`shard`] | one glommio executor per core: accept loop, connection tasks, the watcher |
-//! | [`client`] | one listener's position and the vectored-send hot path |
 //! | [`http`] | request parsing (httparse) and response bytes |
-//! | [`stats`] | single-writer counters, per shard / per stream |
-//! | [`status`] | `/status`, `/status/clients`, `/metrics` and the HTML status page |
+//! | [`stats`] | single-writer counters and the declaration of every figure |
+//! | [`status`] | `/status`, `/status/clients`, `/metrics` and the HTML page, made from the declarations |
 //! | [`sys`] | the unsafe system-call wrappers (sendmsg, sockets, limits, uid) |
 //! | [`logger`] | the stderr logger and the log-level policy |
+//! | [`failpoint`] | fault injection for the black-box tests (debug builds only) |
 //!
 //! `src/main.rs` only parses the command line, sets up logging and calls
-//! [`server::run`].
-//!
+//! [`server::run`]. Modules depend on each other without cycles: `config` on
+//! `framing` (never the reverse), `shard` on `status` and `shared`, `status`
+//! on `shared` and `stats`.
+
 //! # Invariants (see `../shared/design.md`)
 //!
 //! 1. A client's body is whole frames from a frame boundary; a skip drops whole
@@ -45,9 +53,10 @@
 //! # Unsafe code
 //!
 //! `unsafe` lives in [`sys`] (system calls), [`ring`] (the shared mapping and
-//! the seqlock) and two small places in [`client`] / [`shard`] (pointer
-//! offsets into a slot, adopting a listen descriptor), each with a `SAFETY:`
-//! comment.
+//! the seqlock) and small places in [`client`] (pointer offsets into a slot,
+//! the vectored send) and [`shard`] (adopting a listen descriptor), each with
+//! a `SAFETY:` comment; `#![deny(clippy::undocumented_unsafe_blocks)]` is
+//! checked by CI's clippy run.
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
@@ -62,9 +71,69 @@ pub mod reservoir;
 pub mod ring;
 pub mod server;
 pub mod shard;
+pub mod shared;
 pub mod source;
 pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sys;
 pub mod wait;
+
+#[cfg(test)]
+mod layout_tests {
+    /// The modules named in the `# Layout` table of this file.
+    fn table() -> Vec<String> {
+        include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | [`"))
+            .filter_map(|l| l.split_once("`]"))
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// The modules under `src/`: `name.rs` files and `name/mod.rs` folders.
+    fn on_disk() -> Vec<String> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&src).expect("read src/") {
+            let path = entry.expect("dir entry").path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let folder = path.is_dir() && path.join("mod.rs").exists();
+            let file =
+                path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main";
+            if folder || file {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_layout_table_names_every_module_and_only_those() {
+        let table = table();
+        let disk = on_disk();
+        for m in &disk {
+            assert!(
+                table.contains(m),
+                "src/{m} is missing from the layout table in src/lib.rs"
+            );
+        }
+        for m in &table {
+            assert!(
+                disk.contains(m),
+                "the layout table names `{m}`, which is not under src/"
+            );
+        }
+        let declared: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod "))
+            .map(|l| l.trim_end_matches(';'))
+            .collect();
+        for m in &table {
+            assert!(
+                declared.contains(&m.as_str()),
+                "`{m}` is not declared with `pub mod`"
+            );
+        }
+    }
+}

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, StreamConfig};
-use crate::shard::{self, ListenerKind, ServerShared};
+use crate::shard::{self, ListenerKind};
+use crate::shared::ServerShared;
 use crate::source::{self, SourceContext};
 use crate::stats::ShardStats;
 use crate::stream::{Bell, ClientRegistry, SourceState, Stream, StreamSet};

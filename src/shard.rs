@@ -19,8 +19,8 @@ use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,10 +30,11 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::client::{End, SendScratch, Sender, Step};
 use crate::http::{self, Method, Parse, RequestError};
+use crate::shared::ServerShared;
 use crate::stats::{ClientStats, ShardStats};
 use crate::status;
-use crate::stream::{Bell, ClientLive, ClientRegistry, SourceState, Stream, StreamSet};
-use crate::sys::{self, EventFd};
+use crate::stream::{Bell, ClientLive, SourceState, Stream};
+use crate::sys;
 use crate::wait::WaitSet;
 
 /// How long a client has to send its request head.
@@ -51,48 +52,6 @@ const FLUSH_ENOUGH_BYTES: u64 = 32 * 1024;
 const STOP_REQUEST_GRACE: Duration = Duration::from_millis(200);
 /// Bytes a client may send after its request before it is dropped.
 const MAX_EXTRA_INPUT: u64 = 64 * 1024;
-
-/// What every shard and the main thread share.
-#[derive(Debug)]
-pub struct ServerShared {
-    /// Set once to stop: shards stop accepting and end every response.
-    pub shutdown: AtomicBool,
-    /// Wait this long after a bell to gather frames before waking clients.
-    pub flush_interval: Duration,
-    /// Server-wide client limit (0 = none).
-    pub max_clients: usize,
-    /// Clients connected on all shards (connect/disconnect only).
-    pub clients: AtomicUsize,
-    /// One bell per shard.
-    pub bells: Arc<[Bell]>,
-    /// Per-shard request counters.
-    pub shard_stats: Vec<ShardStats>,
-    /// Per-shard client lists, for `/status/clients`.
-    pub registries: Vec<ClientRegistry>,
-    /// The streams served; replaced whole by a reload. Read once per request
-    /// and per watcher pass, never per frame.
-    pub streams: RwLock<Arc<StreamSet>>,
-    /// True when status pages are on a separate admin address (then the
-    /// reserved paths are not answered on the public listeners).
-    pub admin_separate: bool,
-    /// When the server started.
-    pub started: Instant,
-    /// Shards whose executor is up (start-up waits for all of them).
-    pub shards_ready: AtomicUsize,
-    /// Signalled when the last client leaves (the main thread then checks
-    /// whether a finished server should exit).
-    pub main_wake: Arc<EventFd>,
-}
-
-impl ServerShared {
-    /// The current stream set.
-    pub fn streams(&self) -> Arc<StreamSet> {
-        match self.streams.read() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
 
 /// What a listen socket is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +104,6 @@ struct Shard {
     /// Tasks that wait for `stopping` (the accept loop, request reads,
     /// blocked writers): one registration per wait in progress.
     stop_waiters: WaitSet,
-    /// Clients on this shard now.
-    clients_now: Cell<usize>,
     /// Buffers the clients take turns with to build their sends.
     scratch: RefCell<SendScratch>,
 }
@@ -201,7 +158,6 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
         server,
         stopping: Cell::new(false),
         stop_waiters: WaitSet::new(),
-        clients_now: Cell::new(0),
         scratch: RefCell::new(SendScratch::new()),
     });
     glommio::spawn_local(watch(shard.clone())).detach();
@@ -225,7 +181,7 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
         task.await;
     }
     let deadline = Instant::now() + STOP_GRACE;
-    while shard.clients_now.get() > 0 && Instant::now() < deadline {
+    while shard.stats().clients_now() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -372,6 +328,7 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     let status_here = kind == ListenerKind::Admin || !shard.server.admin_separate;
     if status_here {
         if let Some(page) = status::page(&shard.server, &set, &req) {
+            shard.stats().status_requests.inc();
             let bytes = if req.method == Method::Head {
                 page.head_only()
             } else {
@@ -425,14 +382,9 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     // Nothing of the request is needed from here on; free it now rather than
     // at the end of a connection that may last for days.
     drop(req);
-    shard.clients_now.set(shard.clients_now.get() + 1);
-    shard
-        .stats()
-        .clients_now
-        .set(shard.clients_now.get() as u64);
+    shard.stats().clients_started.inc();
     let cstats = &stream.client_stats[shard.id];
     cstats.clients_total.inc();
-    cstats.clients_now.set(cstats.clients_now.get() + 1);
     let started = Instant::now();
 
     let live = Arc::new(ClientLive::new(stream.id, shard.id, peer, start));
@@ -454,14 +406,8 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     registry.remove(live.id);
     drop(list);
     stream.client_left();
-    cstats
-        .clients_now
-        .set(cstats.clients_now.get().saturating_sub(1));
-    shard.clients_now.set(shard.clients_now.get() - 1);
-    shard
-        .stats()
-        .clients_now
-        .set(shard.clients_now.get() as u64);
+    cstats.clients_ended.inc();
+    shard.stats().clients_ended.inc();
     if shard.server.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
         shard.server.main_wake.signal();
     }

@@ -12,12 +12,15 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value as Value_};
 
 use crate::http::Request;
-use crate::shard::ServerShared;
+use crate::shared::ServerShared;
 use crate::source::describe;
-use crate::stream::{Stream, StreamSet};
+use crate::stats::{
+    ClientStats, Figure, Getter, Kind, Meta, Scope, ShardStats, SourceStats, Unit, Value,
+};
+use crate::stream::{ClientLive, SourceState, Stream, StreamSet};
 use crate::sys;
 
 /// A complete response to a status request.
@@ -102,142 +105,340 @@ pub fn page(server: &ServerShared, set: &StreamSet, req: &Request) -> Option<Pag
         )),
         "/status.html" => Some(Page::ok(
             "text/html; charset=utf-8",
-            STATUS_HTML.as_bytes().to_vec(),
+            status_html().into_bytes(),
         )),
         "/" if set.route("/").is_none() => Some(Page::ok(
             "text/html; charset=utf-8",
-            STATUS_HTML.as_bytes().to_vec(),
+            status_html().into_bytes(),
         )),
         _ => None,
     }
 }
 
-/// Per-stream client figures summed over shards.
-#[derive(Default)]
-struct ClientSums {
-    clients: u64,
-    clients_total: u64,
-    bytes_out: u64,
-    frames_out: u64,
-    frames_skipped: u64,
-    laps: u64,
-    torn: u64,
-    max_bytes: u64,
-    gone: u64,
-    sends: u64,
-    would_block: u64,
+// ---------------------------------------------------------------------------
+// The figures computed from state (the counted ones are declared in
+// stats.rs). Each table is the one declaration of its figures.
+// ---------------------------------------------------------------------------
+
+/// Process figures.
+pub const PROCESS_FIGURES: &[Figure<Getter<ServerShared>>] = &[
+    Figure {
+        key: "rss_bytes",
+        metric: "process_resident_memory_bytes",
+        help: "Resident set size.",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        scope: Scope::Process,
+        get: |_| Value::Int(sys::rss_bytes()),
+    },
+    Figure {
+        key: "open_fds",
+        metric: "process_open_fds",
+        help: "Open file descriptors.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Process,
+        get: |_| Value::Int(sys::open_fd_count() as u64),
+    },
+];
+
+/// Server figures (top level of `/status`).
+pub const SERVER_FIGURES: &[Figure<Getter<ServerShared>>] = &[
+    Figure {
+        key: "clients",
+        metric: "server_clients",
+        help: "Listeners connected now, all streams.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Server,
+        get: |v| Value::Int(v.clients.load(Ordering::Relaxed) as u64),
+    },
+    Figure {
+        key: "client_limit",
+        metric: "server_client_limit",
+        help: "Server-wide listener limit (0 = none).",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Server,
+        get: |v| Value::Int(v.max_clients as u64),
+    },
+    Figure {
+        key: "uptime_s",
+        metric: "server_uptime_seconds",
+        help: "Seconds since the server started.",
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        scope: Scope::Server,
+        get: |v| Value::Float(v.started.elapsed().as_secs_f64()),
+    },
+    Figure {
+        key: "flush_interval_ms",
+        metric: "server_flush_interval_milliseconds",
+        help: "How long a shard may gather frames before it sends.",
+        kind: Kind::Gauge,
+        unit: Unit::Millis,
+        scope: Scope::Server,
+        get: |v| Value::Float(v.flush_interval.as_secs_f64() * 1000.0),
+    },
+];
+
+/// How a shard figure computed from state is read: the shard's counters,
+/// the streams, the shard's index.
+pub type ShardGetter = fn(&ShardStats, &StreamSet, usize) -> Value;
+
+/// The shard's share of a listener figure of every current stream.
+fn shard_sum(set: &StreamSet, index: usize, f: impl Fn(&ClientStats) -> u64) -> u64 {
+    set.streams.iter().map(|s| f(&s.client_stats[index])).sum()
 }
 
-fn sums(stream: &Stream) -> ClientSums {
-    let mut s = ClientSums::default();
-    for c in &stream.client_stats {
-        s.clients += c.clients_now.get();
-        s.clients_total += c.clients_total.get();
-        s.bytes_out += c.bytes_out.get();
-        s.frames_out += c.frames_out.get();
-        s.frames_skipped += c.frames_skipped.get();
-        s.laps += c.laps.get();
-        s.torn += c.torn_disconnects.get();
-        s.max_bytes += c.max_bytes_reached.get();
-        s.gone += c.client_gone.get();
-        s.sends += c.sends.get();
-        s.would_block += c.would_block.get();
+/// Shard figures computed from state.
+pub const SHARD_FIGURES: &[Figure<ShardGetter>] = &[
+    Figure {
+        key: "clients",
+        metric: "shard_clients",
+        help: "Listeners on the shard now.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Shard,
+        get: |stats, _, _| Value::Int(stats.clients_now()),
+    },
+    Figure {
+        key: "bytes_out",
+        metric: "shard_bytes_out_total",
+        help: "Bytes the shard wrote to listeners of the current streams.",
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        scope: Scope::Shard,
+        get: |_, set, i| Value::Int(shard_sum(set, i, |c| c.bytes_out.get())),
+    },
+    Figure {
+        key: "frames_out",
+        metric: "shard_frames_out_total",
+        help: "Whole frames the shard wrote to listeners of the current streams.",
+        kind: Kind::Counter,
+        unit: Unit::Frames,
+        scope: Scope::Shard,
+        get: |_, set, i| Value::Int(shard_sum(set, i, |c| c.frames_out.get())),
+    },
+];
+
+/// Stream figures computed from state.
+pub const STREAM_FIGURES: &[Figure<Getter<Stream>>] = &[
+    Figure {
+        key: "clients",
+        metric: "stream_clients",
+        help: "Listeners connected now.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.clients() as u64),
+    },
+    Figure {
+        key: "clients_peak",
+        metric: "stream_clients_peak",
+        help: "Most listeners at once.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.clients_peak() as u64),
+    },
+    Figure {
+        key: "client_limit",
+        metric: "stream_client_limit",
+        help: "The stream's listener limit (0 = none).",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.config().max_clients as u64),
+    },
+    Figure {
+        key: "source_up",
+        metric: "stream_source_up",
+        help: "1 when the source is delivering frames.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |s| Value::Int((s.state() == SourceState::Running) as u64),
+    },
+    Figure {
+        key: "uptime_s",
+        metric: "stream_uptime_seconds",
+        help: "Seconds the current source session has run.",
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        scope: Scope::Stream,
+        get: |s| Value::Float(s.session_uptime()),
+    },
+    Figure {
+        key: "head_frame",
+        metric: "stream_head_frame",
+        help: "Number of the next frame the source will publish.",
+        kind: Kind::Gauge,
+        unit: Unit::Frames,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.ring.head()),
+    },
+    Figure {
+        key: "ring_slots",
+        metric: "stream_ring_slots",
+        help: "Frames the ring holds.",
+        kind: Kind::Gauge,
+        unit: Unit::Frames,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.ring.capacity()),
+    },
+    Figure {
+        key: "ring_bytes",
+        metric: "stream_ring_bytes",
+        help: "Bytes mapped for the ring.",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.ring.mapped_bytes() as u64),
+    },
+];
+
+/// How a listener figure is read: its record, and its stream when that is
+/// still being served.
+pub type ListenerGetter = fn(&ClientLive, Option<&Arc<Stream>>) -> Value;
+
+/// Listener figures (`/status/clients` only).
+pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
+    Figure {
+        key: "connected_s",
+        metric: "",
+        help: "Seconds since the listener connected.",
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        scope: Scope::Listener,
+        get: |l, _| Value::Float(l.connected.elapsed().as_secs_f64()),
+    },
+    Figure {
+        key: "bytes_sent",
+        metric: "",
+        help: "Bytes written to the listener.",
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        scope: Scope::Listener,
+        get: |l, _| Value::Int(l.bytes_sent.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "frames_sent",
+        metric: "",
+        help: "Whole frames written to the listener.",
+        kind: Kind::Counter,
+        unit: Unit::Frames,
+        scope: Scope::Listener,
+        get: |l, _| Value::Int(l.frames_sent.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "frames_skipped",
+        metric: "",
+        help: "Frames the listener skipped after being lapped.",
+        kind: Kind::Counter,
+        unit: Unit::Frames,
+        scope: Scope::Listener,
+        get: |l, _| Value::Int(l.frames_skipped.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "lag_frames",
+        metric: "",
+        help: "Frames between the listener and the newest frame.",
+        kind: Kind::Gauge,
+        unit: Unit::Frames,
+        scope: Scope::Listener,
+        get: |l, stream| {
+            let next = l.next_frame.load(Ordering::Relaxed);
+            Value::Int(stream.map_or(0, |s| s.ring.head().saturating_sub(next)))
+        },
+    },
+];
+
+/// Every stream figure, in the order the documents show them: computed,
+/// then the source's counters, then the listeners' (summed over shards).
+fn stream_values(stream: &Stream) -> Vec<(Meta, Value)> {
+    let mut out = Vec::new();
+    for f in STREAM_FIGURES {
+        out.push((f.meta(), (f.get)(stream)));
     }
-    s
+    for f in SourceStats::FIGURES {
+        out.push((f.meta(), (f.get)(&stream.source_stats)));
+    }
+    for f in ClientStats::FIGURES {
+        let v = stream
+            .client_stats
+            .iter()
+            .map(|c| (f.get)(c))
+            .fold(Value::Int(0), Value::plus);
+        out.push((f.meta(), v));
+    }
+    out
 }
 
-fn stream_json(stream: &Stream) -> Value {
+/// Every shard figure of shard `index`.
+fn shard_values(stats: &ShardStats, set: &StreamSet, index: usize) -> Vec<(Meta, Value)> {
+    let mut out = Vec::new();
+    for f in SHARD_FIGURES {
+        out.push((f.meta(), (f.get)(stats, set, index)));
+    }
+    for f in ShardStats::FIGURES {
+        out.push((f.meta(), (f.get)(stats)));
+    }
+    out
+}
+
+fn object(values: &[(Meta, Value)]) -> Map<String, Value_> {
+    let mut m = Map::new();
+    for (f, v) in values {
+        m.insert(f.key.to_string(), v.json());
+    }
+    m
+}
+
+fn stream_json(stream: &Stream) -> Value_ {
     let cfg = stream.config();
-    let src = &stream.source_stats;
-    let c = sums(stream);
-    json!({
-        "mount": stream.mount,
-        "name": stream.name,
-        "content_type": cfg.content_type,
-        "source": describe(&cfg.source),
-        "state": stream.state().name(),
-        "uptime_s": stream.session_uptime(),
-        "source_opens": src.opens.get(),
-        "source_open_errors": src.open_errors.get(),
-        "source_ends": src.ends.get(),
-        "source_quiet_kills": src.quiet_kills.get(),
-        "source_idle_closes": src.idle_closes.get(),
-        "bytes_in": src.bytes_in.get(),
-        "frames_in": src.frames_in.get(),
-        "invalid_bytes": src.invalid_bytes.get(),
-        "oversized_frames": src.oversized_frames.get(),
-        "tags_dropped": src.tags.get(),
-        "tag_bytes": src.tag_bytes.get(),
-        "free_format_headers": src.free_format_headers.get(),
-        "stream_headers": src.stream_headers.get(),
-        "partial_bytes_dropped": src.partial_bytes_dropped.get(),
-        "head_frame": stream.ring.head(),
-        "ring_slots": stream.ring.capacity(),
-        "ring_bytes": stream.ring.mapped_bytes(),
-        "clients": stream.clients(),
-        "clients_peak": stream.clients_peak(),
-        "clients_total": c.clients_total,
-        "client_limit": cfg.max_clients,
-        "bytes_out": c.bytes_out,
-        "frames_out": c.frames_out,
-        "frames_skipped": c.frames_skipped,
-        "laps": c.laps,
-        "torn_disconnects": c.torn,
-        "max_bytes_reached": c.max_bytes,
-        "clients_gone": c.gone,
-        "sends": c.sends,
-        "sends_would_block": c.would_block,
-    })
+    let mut m = object(&stream_values(stream));
+    m.insert("mount".into(), json!(stream.mount));
+    m.insert("name".into(), json!(stream.name));
+    m.insert("content_type".into(), json!(cfg.content_type));
+    m.insert("source".into(), json!(describe(&cfg.source)));
+    m.insert("state".into(), json!(stream.state().name()));
+    Value_::Object(m)
 }
 
 /// The `/status` document.
-pub fn status_json(server: &ServerShared, set: &StreamSet) -> Value {
-    let shards: Vec<Value> = server
+pub fn status_json(server: &ServerShared, set: &StreamSet) -> Value_ {
+    let mut top = Map::new();
+    top.insert("server".into(), json!("ringcast"));
+    top.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    for f in SERVER_FIGURES {
+        top.insert(f.key.into(), (f.get)(server).json());
+    }
+    let mut process = Map::new();
+    for f in PROCESS_FIGURES {
+        process.insert(f.key.into(), (f.get)(server).json());
+    }
+    top.insert("process".into(), Value_::Object(process));
+    let shards: Vec<Value_> = server
         .shard_stats
         .iter()
         .enumerate()
-        .map(|(i, st)| {
-            let (mut bytes_out, mut frames_out) = (0, 0);
-            for s in &set.streams {
-                bytes_out += s.client_stats[i].bytes_out.get();
-                frames_out += s.client_stats[i].frames_out.get();
-            }
-            json!({
-                "shard": i,
-                "clients": st.clients_now.get(),
-                "accepted": st.accepted.get(),
-                "accept_errors": st.accept_errors.get(),
-                "bytes_out": bytes_out,
-                "frames_out": frames_out,
-                "bad_requests": st.bad_requests.get(),
-                "header_timeouts": st.header_timeouts.get(),
-                "header_too_large": st.header_too_large.get(),
-                "bad_method": st.bad_method.get(),
-                "not_found": st.not_found.get(),
-                "rejected_full": st.rejected_full.get(),
-                "head_requests": st.head_requests.get(),
-                "early_close": st.early_close.get(),
-            })
+        .map(|(index, stats)| {
+            let mut m = object(&shard_values(stats, set, index));
+            m.insert("shard".into(), json!(index));
+            Value_::Object(m)
         })
         .collect();
-    json!({
-        "server": "ringcast",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": server.started.elapsed().as_secs_f64(),
-        "clients": server.clients.load(Ordering::Relaxed),
-        "client_limit": server.max_clients,
-        "flush_interval_ms": server.flush_interval.as_secs_f64() * 1000.0,
-        "process": {
-            "rss_bytes": sys::rss_bytes(),
-            "open_fds": sys::open_fd_count(),
-        },
-        "shards": shards,
-        "streams": set.streams.iter().map(|s| stream_json(s)).collect::<Vec<_>>(),
-    })
+    top.insert("shards".into(), Value_::Array(shards));
+    top.insert(
+        "streams".into(),
+        Value_::Array(set.streams.iter().map(|s| stream_json(s)).collect()),
+    );
+    Value_::Object(top)
 }
 
 /// The `/status/clients` document: every listener (of one stream, or all).
-pub fn clients_json(server: &ServerShared, set: &StreamSet, stream_id: Option<u64>) -> Value {
+pub fn clients_json(server: &ServerShared, set: &StreamSet, stream_id: Option<u64>) -> Value_ {
     let mut out = Vec::new();
     for registry in &server.registries {
         for c in registry.snapshot() {
@@ -245,21 +446,18 @@ pub fn clients_json(server: &ServerShared, set: &StreamSet, stream_id: Option<u6
                 continue;
             }
             let stream: Option<&Arc<Stream>> = set.streams.iter().find(|s| s.id == c.stream_id);
-            let next = c.next_frame.load(Ordering::Relaxed);
-            let lag = stream
-                .map(|s| s.ring.head().saturating_sub(next))
-                .unwrap_or(0);
-            out.push(json!({
-                "id": c.id,
-                "remote": c.peer.map(|p| p.to_string()),
-                "stream": stream.map(|s| s.mount.clone().unwrap_or_else(|| "/".into())),
-                "shard": c.shard,
-                "connected_s": c.connected.elapsed().as_secs_f64(),
-                "bytes_sent": c.bytes_sent.load(Ordering::Relaxed),
-                "frames_sent": c.frames_sent.load(Ordering::Relaxed),
-                "frames_skipped": c.frames_skipped.load(Ordering::Relaxed),
-                "lag_frames": lag,
-            }));
+            let mut m = Map::new();
+            m.insert("id".into(), json!(c.id));
+            m.insert("remote".into(), json!(c.peer.map(|p| p.to_string())));
+            m.insert(
+                "stream".into(),
+                json!(stream.map(|s| s.mount.clone().unwrap_or_else(|| "/".into()))),
+            );
+            m.insert("shard".into(), json!(c.shard));
+            for f in LISTENER_FIGURES {
+                m.insert(f.key.into(), (f.get)(&c, stream).json());
+            }
+            out.push(Value_::Object(m));
         }
     }
     json!({ "clients": out })
@@ -272,177 +470,89 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The `/metrics` text (Prometheus exposition format 0.0.4).
+/// One metric family: the figure and its samples (labels, value).
+type Family = (Meta, Vec<(String, Value)>);
+
+/// The `/metrics` text (Prometheus exposition format 0.0.4): one family per
+/// declared figure of the process, server, shard and stream scopes.
 pub fn metrics(server: &ServerShared, set: &StreamSet) -> String {
-    let mut m = String::with_capacity(4096);
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(m, "# HELP ringcast_{name} {help}");
-        let _ = writeln!(m, "# TYPE ringcast_{name} {kind}");
+    let mut families: Vec<Family> = PROCESS_FIGURES
+        .iter()
+        .chain(SERVER_FIGURES)
+        .map(|f| (f.meta(), vec![(String::new(), (f.get)(server))]))
+        .collect();
+    let shard_rows: Vec<Vec<(Meta, Value)>> = server
+        .shard_stats
+        .iter()
+        .enumerate()
+        .map(|(index, stats)| shard_values(stats, set, index))
+        .collect();
+    families.extend(by_figure(&shard_rows, |i| format!("{{shard=\"{i}\"}}")));
+    let stream_rows: Vec<Vec<(Meta, Value)>> =
+        set.streams.iter().map(|s| stream_values(s)).collect();
+    families.extend(by_figure(&stream_rows, |i| {
+        format!(
+            "{{stream=\"{}\"}}",
+            label(set.streams[i].mount.as_deref().unwrap_or("/"))
+        )
+    }));
+    let mut m = String::with_capacity(16 * 1024);
+    for (f, rows) in families {
+        let _ = writeln!(m, "# HELP ringcast_{} {}", f.metric, f.help);
+        let _ = writeln!(m, "# TYPE ringcast_{} {}", f.metric, f.kind.prometheus());
         for (labels, v) in rows {
-            let _ = writeln!(m, "ringcast_{name}{labels} {v}");
+            let _ = writeln!(m, "ringcast_{}{labels} {}", f.metric, v.prometheus());
         }
-    };
-    let per_stream = |f: &dyn Fn(&Stream) -> u64| -> Vec<(String, u64)> {
-        set.streams
-            .iter()
-            .map(|s| {
-                (
-                    format!(
-                        "{{stream=\"{}\"}}",
-                        label(s.mount.as_deref().unwrap_or("/"))
-                    ),
-                    f(s),
-                )
-            })
-            .collect()
-    };
-    family(
-        "stream_clients",
-        "gauge",
-        "Clients connected now.",
-        per_stream(&|s| s.clients() as u64),
-    );
-    family(
-        "stream_clients_peak",
-        "gauge",
-        "Most clients at once.",
-        per_stream(&|s| s.clients_peak() as u64),
-    );
-    family(
-        "stream_clients_total",
-        "counter",
-        "Clients served.",
-        per_stream(&|s| sums(s).clients_total),
-    );
-    family(
-        "stream_source_up",
-        "gauge",
-        "1 when the source is delivering frames.",
-        per_stream(&|s| (s.state() == crate::stream::SourceState::Running) as u64),
-    );
-    family(
-        "stream_source_opens_total",
-        "counter",
-        "Source sessions opened.",
-        per_stream(&|s| s.source_stats.opens.get()),
-    );
-    family(
-        "stream_source_open_errors_total",
-        "counter",
-        "Source open failures.",
-        per_stream(&|s| s.source_stats.open_errors.get()),
-    );
-    family(
-        "stream_bytes_in_total",
-        "counter",
-        "Bytes read from the source.",
-        per_stream(&|s| s.source_stats.bytes_in.get()),
-    );
-    family(
-        "stream_frames_in_total",
-        "counter",
-        "Frames published to the ring.",
-        per_stream(&|s| s.source_stats.frames_in.get()),
-    );
-    family(
-        "stream_invalid_bytes_total",
-        "counter",
-        "Source bytes skipped as garbage.",
-        per_stream(&|s| s.source_stats.invalid_bytes.get()),
-    );
-    family(
-        "stream_bytes_out_total",
-        "counter",
-        "Bytes written to clients.",
-        per_stream(&|s| sums(s).bytes_out),
-    );
-    family(
-        "stream_frames_out_total",
-        "counter",
-        "Whole frames written to clients.",
-        per_stream(&|s| sums(s).frames_out),
-    );
-    family(
-        "stream_frames_skipped_total",
-        "counter",
-        "Frames skipped by lapped clients.",
-        per_stream(&|s| sums(s).frames_skipped),
-    );
-    family(
-        "stream_torn_disconnects_total",
-        "counter",
-        "Clients ended because a frame was overwritten while being sent.",
-        per_stream(&|s| sums(s).torn),
-    );
-    family(
-        "stream_sends_total",
-        "counter",
-        "Vectored sends made.",
-        per_stream(&|s| sums(s).sends),
-    );
-    let per_shard = |f: &dyn Fn(&crate::stats::ShardStats) -> u64| -> Vec<(String, u64)> {
-        server
-            .shard_stats
-            .iter()
-            .enumerate()
-            .map(|(i, st)| (format!("{{shard=\"{i}\"}}"), f(st)))
-            .collect()
-    };
-    family(
-        "shard_clients",
-        "gauge",
-        "Clients on the shard now.",
-        per_shard(&|st| st.clients_now.get()),
-    );
-    family(
-        "shard_accepted_total",
-        "counter",
-        "Connections accepted.",
-        per_shard(&|st| st.accepted.get()),
-    );
-    family(
-        "shard_accept_errors_total",
-        "counter",
-        "accept() failures.",
-        per_shard(&|st| st.accept_errors.get()),
-    );
-    family(
-        "shard_bad_requests_total",
-        "counter",
-        "Requests answered 400.",
-        per_shard(&|st| st.bad_requests.get()),
-    );
-    family(
-        "shard_not_found_total",
-        "counter",
-        "Requests answered 404.",
-        per_shard(&|st| st.not_found.get()),
-    );
-    family(
-        "shard_rejected_full_total",
-        "counter",
-        "Requests answered 503 at a client limit.",
-        per_shard(&|st| st.rejected_full.get()),
-    );
-    family(
-        "shard_header_timeouts_total",
-        "counter",
-        "Requests answered 408.",
-        per_shard(&|st| st.header_timeouts.get()),
-    );
-    family(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident set size.",
-        vec![(String::new(), sys::rss_bytes())],
-    );
-    family(
-        "process_open_fds",
-        "gauge",
-        "Open file descriptors.",
-        vec![(String::new(), sys::open_fd_count() as u64)],
-    );
+    }
     m
+}
+
+/// Turn rows of (figure, value) per labelled thing (shard, stream) into one
+/// family per figure. Every row lists the same figures in the same order.
+fn by_figure(rows: &[Vec<(Meta, Value)>], labels: impl Fn(usize) -> String) -> Vec<Family> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(j, (f, _))| {
+            let samples = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (labels(i), r[j].1))
+                .collect();
+            (*f, samples)
+        })
+        .collect()
+}
+
+/// The figures the HTML page shows, by scope, as a JavaScript object
+/// literal: `{"stream":[{"key":..,"help":..,"unit":..}], ...}`.
+fn catalog() -> String {
+    let entry = |f: Meta| json!({"key": f.key, "help": f.help, "unit": f.unit.name()});
+    let stream: Vec<Value_> = STREAM_FIGURES
+        .iter()
+        .map(|f| entry(f.meta()))
+        .chain(SourceStats::FIGURES.iter().map(|f| entry(f.meta())))
+        .chain(ClientStats::FIGURES.iter().map(|f| entry(f.meta())))
+        .collect();
+    let shard: Vec<Value_> = SHARD_FIGURES
+        .iter()
+        .map(|f| entry(f.meta()))
+        .chain(ShardStats::FIGURES.iter().map(|f| entry(f.meta())))
+        .collect();
+    let server: Vec<Value_> = SERVER_FIGURES
+        .iter()
+        .chain(PROCESS_FIGURES)
+        .map(|f| entry(f.meta()))
+        .collect();
+    json!({"stream": stream, "shard": shard, "server": server}).to_string()
+}
+
+/// The HTML status page with the figure catalog filled in.
+fn status_html() -> String {
+    STATUS_HTML.replace("/*FIGURES*/{}", &catalog())
 }
 
 /// The value of `key` in a query string, percent-decoded.
@@ -479,28 +589,43 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The status page: streams with live figures and a player for audio.
+/// The status page: streams with live figures and a player for audio, then
+/// every declared figure (the catalog below is filled in from the figure
+/// declarations, so a new counter shows up here by being declared).
 const STATUS_HTML: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ringcast</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#222;background:#fafafa}
-h1{font-size:1.4em;margin:0 0 .2em}
+h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.6em 0 .4em}
 .meta{color:#666;margin-bottom:1.2em}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{padding:.4em .6em;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
+td[title],th[title]{cursor:help}
 .state-running{color:#08790f}.state-backing-off{color:#b35c00}.state-ended{color:#b00}
 audio{height:2em;vertical-align:middle}
+details{margin:.3em 0}summary{cursor:pointer}
 </style></head>
 <body>
 <h1>ringcast</h1>
 <div class="meta" id="meta">loading…</div>
 <table><thead><tr><th>stream</th><th>state</th><th>listeners</th><th>peak</th><th>in</th><th>out</th><th>skipped</th><th>player</th></tr></thead>
 <tbody id="streams"></tbody></table>
+<h2>Every figure</h2>
+<div id="figures"></div>
 <script>
+const FIGURES=/*FIGURES*/{};
 function fmtBytes(n){const u=["B","kB","MB","GB","TB"];let i=0;while(n>=1000&&i<u.length-1){n/=1000;i++}return n.toFixed(i?1:0)+" "+u[i]}
-const players={};
+function fmt(v,unit){if(typeof v!=="number")return String(v);if(unit==="bytes")return fmtBytes(v);if(unit==="seconds")return v.toFixed(1)+" s";if(unit==="ms")return v.toFixed(0)+" ms";return String(v)}
+function table(cols,rows){
+  const t=document.createElement("table");const h=t.createTHead().insertRow();
+  const c0=document.createElement("th");c0.textContent="figure";h.appendChild(c0);
+  for(const c of cols){const th=document.createElement("th");th.textContent=c;h.appendChild(th)}
+  const b=t.createTBody();
+  for(const f of rows.figs){const r=b.insertRow();const n=r.insertCell();n.textContent=f.key;n.title=f.help;
+    for(const o of rows.objs){const d=r.insertCell();d.textContent=fmt(o[f.key],f.unit);d.title=f.help}}
+  return t}
 async function refresh(){
   try{
     const r=await fetch("/status",{cache:"no-store"});const s=await r.json();
@@ -523,6 +648,14 @@ async function refresh(){
       row.cells[6].textContent=st.frames_skipped;
     }
     for(const row of [...body.rows]){if(!seen.has(row.id.slice(4)))row.remove()}
+    const figs=document.getElementById("figures");const open=new Set([...figs.querySelectorAll("details[open]")].map(d=>d.id));
+    figs.replaceChildren();
+    const sec=(id,title,cols,rows)=>{const d=document.createElement("details");d.id=id;d.open=open.has(id);
+      const sm=document.createElement("summary");sm.textContent=title;d.appendChild(sm);d.appendChild(table(cols,rows));figs.appendChild(d)};
+    sec("f-streams","Streams",s.streams.map(x=>x.mount||"/"),{figs:FIGURES.stream,objs:s.streams});
+    sec("f-shards","Shards",s.shards.map(x=>"shard "+x.shard),{figs:FIGURES.shard,objs:s.shards});
+    const srv=Object.assign({},s,s.process);
+    sec("f-server","Server",["value"],{figs:FIGURES.server,objs:[srv]});
   }catch(e){document.getElementById("meta").textContent="status unavailable: "+e}
 }
 refresh();setInterval(refresh,2000);
@@ -549,6 +682,117 @@ mod tests {
             query_param("stream=%zz%", "stream").as_deref(),
             Some("%zz%")
         );
+    }
+
+    /// A server with one stream, for the documents.
+    fn one_stream() -> (ServerShared, StreamSet) {
+        let bells: Arc<[crate::stream::Bell]> = (0..2).map(|_| Default::default()).collect();
+        let server = ServerShared {
+            shutdown: Default::default(),
+            flush_interval: std::time::Duration::from_millis(200),
+            max_clients: 0,
+            clients: Default::default(),
+            bells,
+            shard_stats: (0..2).map(|_| ShardStats::default()).collect(),
+            registries: (0..2).map(|_| Default::default()).collect(),
+            streams: Default::default(),
+            admin_separate: false,
+            started: std::time::Instant::now(),
+            shards_ready: Default::default(),
+            main_wake: Arc::new(crate::sys::EventFd::new().unwrap()),
+        };
+        let config = crate::config::parse_args(
+            ["-frame-bytes", "100", "-path", "/dev/null"].map(std::ffi::OsString::from),
+            false,
+        )
+        .unwrap();
+        let crate::config::Command::Run(mut config) = config else {
+            panic!()
+        };
+        let mut sc = config.streams.remove(0);
+        sc.mount = Some("/a b".into());
+        let stream = Arc::new(Stream::new(sc, 2).unwrap());
+        stream.source_stats.bytes_in.add(7);
+        stream.client_stats[0].bytes_out.add(5);
+        stream.client_stats[1].bytes_out.add(6);
+        server.shard_stats[1].accepted.add(3);
+        let set = StreamSet {
+            version: 1,
+            streams: vec![stream],
+        };
+        (server, set)
+    }
+
+    /// Every declared figure of a metric scope, with its JSON place.
+    fn declared() -> Vec<(Meta, &'static str)> {
+        let mut v: Vec<(Meta, &'static str)> = Vec::new();
+        v.extend(PROCESS_FIGURES.iter().map(|f| (f.meta(), "process")));
+        v.extend(SERVER_FIGURES.iter().map(|f| (f.meta(), "")));
+        v.extend(SHARD_FIGURES.iter().map(|f| (f.meta(), "shards")));
+        v.extend(ShardStats::FIGURES.iter().map(|f| (f.meta(), "shards")));
+        v.extend(STREAM_FIGURES.iter().map(|f| (f.meta(), "streams")));
+        v.extend(SourceStats::FIGURES.iter().map(|f| (f.meta(), "streams")));
+        v.extend(ClientStats::FIGURES.iter().map(|f| (f.meta(), "streams")));
+        v
+    }
+
+    #[test]
+    fn every_declared_figure_is_in_status_metrics_and_the_page() {
+        let (server, set) = one_stream();
+        let st = status_json(&server, &set);
+        let text = metrics(&server, &set);
+        let page = status_html();
+        for (f, place) in declared() {
+            let obj = match place {
+                "" => &st,
+                "process" => &st["process"],
+                p => &st[p][0],
+            };
+            assert!(obj.get(f.key).is_some(), "{} missing from /status", f.key);
+            assert!(
+                text.contains(&format!(
+                    "# TYPE ringcast_{} {}\n",
+                    f.metric,
+                    f.kind.prometheus()
+                )),
+                "{} missing from /metrics",
+                f.metric
+            );
+            assert!(
+                page.contains(&format!("\"key\":\"{}\"", f.key)),
+                "{} missing from the page",
+                f.key
+            );
+        }
+        // Summed over shards, labelled per stream and shard.
+        assert_eq!(st["streams"][0]["bytes_out"], 11);
+        assert_eq!(st["streams"][0]["bytes_in"], 7);
+        assert_eq!(st["shards"][1]["accepted"], 3);
+        assert!(
+            text.contains("ringcast_stream_bytes_out_total{stream=\"/a b\"} 11\n"),
+            "{text}"
+        );
+        assert!(text.contains("ringcast_shard_accepted_total{shard=\"1\"} 3\n"));
+        assert!(text.contains("ringcast_shard_accepted_total{shard=\"0\"} 0\n"));
+    }
+
+    #[test]
+    fn metric_names_are_unique_and_listener_figures_are_never_metrics() {
+        let all = declared();
+        for (i, (f, _)) in all.iter().enumerate() {
+            assert!(
+                all[..i].iter().all(|(g, _)| g.metric != f.metric),
+                "metric {} declared twice",
+                f.metric
+            );
+        }
+        let (server, set) = one_stream();
+        let text = metrics(&server, &set);
+        for f in LISTENER_FIGURES {
+            assert!(f.metric.is_empty());
+            assert!(!text.contains(&format!("ringcast_{} ", f.key)));
+            assert!(!text.contains(&format!("_{}{{", f.key)), "{}", f.key);
+        }
     }
 
     #[test]

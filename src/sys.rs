@@ -3,9 +3,9 @@
 //! socket with our own backlog, resource limits, identity changes and a few
 //! descriptor helpers.
 //!
-//! Together with `ring.rs` this is where the crate's `unsafe` lives. Each block
-//! states why it is sound; callers only see safe functions that return
-//! `io::Result`.
+//! Most of the crate's `unsafe` lives here and in `ring.rs` (the rest: see
+//! "Unsafe code" in `lib.rs`). Each block states why it is sound; callers only
+//! see safe functions that return `io::Result`.
 
 use std::ffi::CString;
 use std::io;
