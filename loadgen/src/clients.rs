@@ -20,12 +20,21 @@
 //!   are allowed.
 //! - `stall`: reads the head, then nothing: the server sees a dead player.
 //! - `reconnect`: reads like `fast`, and reconnects `--reconnect-after` after its head.
+//! - `churn`: short sessions, one after another, as listeners come and go on a busy day:
+//!   connect, send the request, read the head and `--session-bytes` of body (and, with
+//!   `--session-hold D`, whatever else arrives until D after the head), close
+//!   (`--close`: a normal FIN, an abortive RST, or every other session each way), and at
+//!   once start the next session (or, with `--session-rate R`, when the R-per-second
+//!   schedule allows the next one). `-n` is the most sessions in flight. A session
+//!   that gets no head or not its body bytes within `--connect-timeout` of its start or
+//!   its head counts as a timeout.
 //!
 //! A failed connection (refused, timed out, bad status, closed by the server while the
 //! client was reading) is counted, marks its client failed, and is retried after
 //! `--retry-delay`, as players do.
 
 use std::collections::{BinaryHeap, VecDeque};
+use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::OwnedFd;
@@ -36,7 +45,7 @@ use crate::frame::{Checker, Corruption, Event, HEADER_LEN};
 use crate::http::{parse_head, BodyKind, Chunked, Target, MAX_HEAD};
 use crate::parse::MixEntry;
 use crate::source::realtime_ns;
-use crate::stats::{ClassReport, Hist, Report};
+use crate::stats::{ClassReport, Hist, Report, SessionCounts};
 use crate::sys::{self, Epoll};
 
 /// What one client does with its connection.
@@ -53,6 +62,54 @@ pub enum Behaviour {
     Stall,
     /// Read as fast as possible; reconnect after `reconnect_after`.
     Reconnect,
+    /// Short sessions back to back: head, `session_bytes` of body, close, next session.
+    Churn,
+}
+
+/// How a `churn` session ends its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseMode {
+    /// A normal close: `shutdown(SHUT_WR)` (a FIN), drain what already arrived, `close()`.
+    Fin,
+    /// An abortive close: SO_LINGER 0, then `close()`: the kernel sends a RST.
+    Rst,
+    /// Every other session each way (even sessions FIN, odd ones RST).
+    Mix,
+}
+
+impl CloseMode {
+    /// Whether session number `n` (0-based, counted over all clients) ends with a RST.
+    pub fn rst_for(self, n: u64) -> bool {
+        match self {
+            CloseMode::Fin => false,
+            CloseMode::Rst => true,
+            CloseMode::Mix => n % 2 == 1,
+        }
+    }
+}
+
+/// The request line's HTTP version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// `GET /path HTTP/1.0`.
+    Http10,
+    /// `GET /path HTTP/1.1` (the default).
+    Http11,
+    /// Half each way, in pairs: attempts 0 and 1 send 1.1, 2 and 3 send 1.0, and so on,
+    /// so that with `CloseMode::Mix` (which alternates singly) every pairing of version
+    /// and close occurs.
+    Mix,
+}
+
+impl HttpVersion {
+    /// Whether connection attempt number `n` (0-based, over all clients) sends HTTP/1.0.
+    pub fn http10_for(self, n: u64) -> bool {
+        match self {
+            HttpVersion::Http10 => true,
+            HttpVersion::Http11 => false,
+            HttpVersion::Mix => (n / 2) % 2 == 1,
+        }
+    }
 }
 
 impl Behaviour {
@@ -63,6 +120,7 @@ impl Behaviour {
             Behaviour::Paced { rate } => format!("paced@{rate}"),
             Behaviour::Stall => "stall".into(),
             Behaviour::Reconnect => "reconnect".into(),
+            Behaviour::Churn => "churn".into(),
         }
     }
 }
@@ -99,6 +157,20 @@ pub struct ClientsConfig {
     pub progress: bool,
     /// Failed clients tolerated, as a fraction of `clients`.
     pub max_failed_fraction: f64,
+    /// Body bytes a `churn` session reads before it closes; None = one frame
+    /// (`frame_bytes`, or 1 byte when that is not given); 0 = close after the head.
+    pub session_bytes: Option<u64>,
+    /// How long a `churn` session stays connected after its response head at least
+    /// (reading as fast as it can once it has its `session_bytes`); 0 = close as soon as
+    /// it has them.
+    pub session_hold: Duration,
+    /// How `churn` sessions close.
+    pub close: CloseMode,
+    /// Most `churn` sessions started per second, over all clients, once the first `-n`
+    /// have started; 0 = no limit (each slot starts its next session at once).
+    pub session_rate: f64,
+    /// HTTP version of every request.
+    pub http_version: HttpVersion,
 }
 
 impl ClientsConfig {
@@ -125,6 +197,11 @@ impl ClientsConfig {
             rcvbuf: None,
             progress: false,
             max_failed_fraction: 0.0,
+            session_bytes: None,
+            close: CloseMode::Fin,
+            session_hold: Duration::ZERO,
+            session_rate: 0.0,
+            http_version: HttpVersion::Http11,
         }
     }
 }
@@ -143,6 +220,8 @@ const READ_TURN: usize = 256 * 1024;
 const START_BATCH: usize = 256;
 /// epoll events per wait.
 const EVENTS: usize = 1024;
+/// Most reads of 64 KiB that a FIN close drains before it closes.
+const FIN_DRAIN_READS: usize = 4;
 /// Distinct error messages kept for the report.
 const MAX_EXAMPLES: usize = 8;
 
@@ -195,6 +274,8 @@ struct Conn {
     ever_first: bool,
     /// Ever had a failed connection.
     ever_failed: bool,
+    /// This connection sends the HTTP/1.0 request.
+    http10: bool,
     /// Had its first good frame on this connection.
     got_first: bool,
     /// Has checked this connection's stream id against its URL's.
@@ -259,6 +340,12 @@ struct Counters {
     with_headers: u64,
     with_first: u64,
     failed_clients: u64,
+    /// Completed `churn` sessions, and how they closed.
+    sessions: u64,
+    rst_closes: u64,
+    fin_closes: u64,
+    /// Requests sent as HTTP/1.0.
+    http10_requests: u64,
 }
 
 impl Counters {
@@ -295,6 +382,18 @@ struct Shared<'a> {
     src_next: u32,
     burst: u64,
     sync_limit: u64,
+    /// The HTTP/1.0 form of each target's request.
+    requests_10: Vec<Vec<u8>>,
+    /// Body bytes per `churn` session.
+    session_bytes: u64,
+    /// `churn` clients (sessions in flight).
+    churners: u64,
+    /// Sessions completed in each second of the run.
+    session_secs: Vec<u64>,
+    /// With `--session-rate`: when the next session may start (run-relative ns).
+    next_session_at: u64,
+    /// Session start to completion, µs.
+    session_time: Hist,
     t0: Instant,
 }
 
@@ -395,6 +494,11 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
         .filter(|c| c.behaviour != Behaviour::Stall)
         .map(|c| c.clients)
         .sum();
+    let churners = classes
+        .iter()
+        .filter(|c| c.behaviour == Behaviour::Churn)
+        .map(|c| c.clients)
+        .sum();
     let frame = cfg.frame_bytes.unwrap_or(0) as u64;
     let burst = cfg.paced_burst.unwrap_or(frame.max(4096)).max(1);
     let mut conns: Vec<Conn> = (0..cfg.clients)
@@ -409,6 +513,7 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
             ever_headers: false,
             ever_first: false,
             ever_failed: false,
+            http10: false,
             got_first: false,
             stream_checked: false,
             req_off: 0,
@@ -443,6 +548,16 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
         src_next: 0,
         burst,
         sync_limit: (64 * 1024u64).max(2 * frame + HEADER_LEN as u64),
+        requests_10: cfg
+            .targets
+            .iter()
+            .map(|t| crate::http::http10_request(&t.request))
+            .collect(),
+        session_bytes: cfg.session_bytes.unwrap_or(frame.max(1)),
+        churners,
+        session_secs: Vec::new(),
+        next_session_at: 0,
+        session_time: Hist::new(),
         t0: Instant::now(),
     };
     let usage0 = sys::rusage();
@@ -549,6 +664,10 @@ fn start_attempt(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) {
     });
     let c = &mut conns[i];
     let target = &cfg.targets[c.target as usize];
+    c.http10 = cfg.http_version.http10_for(sh.c.attempts);
+    if c.http10 {
+        sh.c.http10_requests += 1;
+    }
     sh.c.attempts += 1;
     c.attempt_start = t;
     c.headers_at = 0;
@@ -628,6 +747,66 @@ fn fail(conns: &mut [Conn], i: usize, sh: &mut Shared, kind: Failure, msg: Strin
     reschedule(c, i, sh);
 }
 
+/// A `churn` session that has its body bytes ends now, or once its hold is over (its
+/// deadline then says when). Returns true when the session ended.
+fn churn_bytes_done(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) -> bool {
+    let c = &mut conns[i];
+    if c.body_bytes < sh.session_bytes {
+        return false;
+    }
+    let close_at = c.headers_at + sh.cfg.session_hold.as_nanos() as u64;
+    if t >= close_at {
+        end_session(conns, i, sh, t);
+        return true;
+    }
+    c.deadline = close_at;
+    false
+}
+
+/// A `churn` session has what it came for: close it (FIN or RST), count it, and start
+/// the next session on the next loop turn.
+fn end_session(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) {
+    let c = &mut conns[i];
+    let n = sh.c.sessions;
+    sh.c.sessions += 1;
+    sh.session_time
+        .record(t.saturating_sub(c.attempt_start) / 1000);
+    let sec = (t / NS) as usize;
+    if sh.session_secs.len() <= sec {
+        sh.session_secs.resize(sec + 1, 0);
+    }
+    sh.session_secs[sec] += 1;
+    if let Some(fd) = &c.fd {
+        if sh.cfg.close.rst_for(n) {
+            sh.c.rst_closes += 1;
+            // Best effort: if it fails the close below is a normal one.
+            let _ = sys::set_linger_zero(fd);
+        } else {
+            sh.c.fin_closes += 1;
+            // A FIN first, then drain what already arrived (bounded), so that the
+            // close() itself finds nothing unread (which would send a RST).
+            let _ = sys::shutdown_write(fd);
+            for _ in 0..FIN_DRAIN_READS {
+                match sys::read(fd, &mut sh.buf) {
+                    Ok(m) if m == sh.buf.len() => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    _ => break,
+                }
+            }
+        }
+    }
+    close(c, sh);
+    c.phase = Phase::Waiting;
+    let mut start = t.max(1);
+    if sh.cfg.session_rate > 0.0 {
+        // A schedule, not a bucket: a slow stretch is not made up for by a burst.
+        start = start.max(sh.next_session_at);
+        sh.next_session_at = start + (NS as f64 / sh.cfg.session_rate) as u64;
+    }
+    c.deadline = start;
+    reschedule(c, i, sh);
+}
+
 /// Makes sure the heap holds an entry for the client's earliest deadline.
 fn reschedule(c: &mut Conn, i: usize, sh: &mut Shared) {
     let wake = match (c.deadline, c.pace_at) {
@@ -667,6 +846,21 @@ fn on_timer(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) {
                 sh.c.reconnects += 1;
                 close(c, sh);
                 start_attempt(conns, i, sh, t);
+                return;
+            }
+            if behaviour == Behaviour::Churn && c.deadline != 0 && c.deadline <= t {
+                if c.body_bytes >= sh.session_bytes {
+                    // The end of its hold.
+                    end_session(conns, i, sh, t);
+                    return;
+                }
+                let msg = format!(
+                    "no {} body bytes from {} within {:?} of the response head",
+                    sh.session_bytes,
+                    sh.cfg.targets[c.target as usize].addr,
+                    sh.cfg.connect_timeout
+                );
+                fail(conns, i, sh, Failure::Timeout, msg, t);
                 return;
             }
             if c.pace_at != 0 && c.pace_at <= t {
@@ -730,7 +924,11 @@ fn send_request(conns: &mut [Conn], i: usize, sh: &mut Shared) {
     let t = sh.now();
     let cfg = sh.cfg;
     let c = &mut conns[i];
-    let req = &cfg.targets[c.target as usize].request;
+    let req = if c.http10 {
+        &sh.requests_10[c.target as usize]
+    } else {
+        &cfg.targets[c.target as usize].request
+    };
     let Some(fd) = &c.fd else { return };
     while (c.req_off as usize) < req.len() {
         match sys::send(fd, &req[c.req_off as usize..]) {
@@ -828,6 +1026,13 @@ fn read_head(conns: &mut [Conn], i: usize, sh: &mut Shared) {
     if behaviour == Behaviour::Reconnect {
         c.deadline = t + sh.cfg.reconnect_after.as_nanos() as u64;
     }
+    if behaviour == Behaviour::Churn {
+        c.deadline = t + sh.cfg.connect_timeout.as_nanos() as u64;
+        if churn_bytes_done(conns, i, sh, t) {
+            return;
+        }
+    }
+    let c = &mut conns[i];
     if matches!(c.body, Body::Length(0)) {
         end_of_body(conns, i, sh, None);
         return;
@@ -863,6 +1068,11 @@ fn read_body(conns: &mut [Conn], i: usize, sh: &mut Shared) {
                 }
                 (allowed as usize).min(BUF)
             }
+            // Exactly the session's bytes (the rest stays unread until the close);
+            // during a hold, all there is.
+            Behaviour::Churn if c.body_bytes < sh.session_bytes => {
+                ((sh.session_bytes - c.body_bytes) as usize).min(BUF)
+            }
             _ => BUF,
         };
         let Some(fd) = &c.fd else { break };
@@ -875,6 +1085,9 @@ fn read_body(conns: &mut [Conn], i: usize, sh: &mut Shared) {
                 let recv_ns = realtime_ns();
                 on_body_bytes(conns, i, sh, n, recv_ns, t);
                 if conns[i].gen != gen {
+                    return;
+                }
+                if behaviour == Behaviour::Churn && churn_bytes_done(conns, i, sh, t) {
                     return;
                 }
                 turn += n;
@@ -1050,6 +1263,7 @@ struct Progress {
     last_t: u64,
     last_bytes: u64,
     last_frames: u64,
+    last_sessions: u64,
     last_usage: sys::Rusage,
 }
 
@@ -1059,6 +1273,7 @@ impl Progress {
             last_t: 0,
             last_bytes: 0,
             last_frames: 0,
+            last_sessions: 0,
             last_usage: u,
         }
     }
@@ -1068,7 +1283,7 @@ impl Progress {
         let u = sys::rusage();
         let cpu = (u.user_s + u.system_s - self.last_usage.user_s - self.last_usage.system_s) / dt;
         let c = &sh.c;
-        let s = format!(
+        let mut s = format!(
             "[{:6.1}s] connected {}/{} failed {} | {:.2} MB/s {} frames/s | p99 {:.2} ms | corrupt {} skipped {} | loadgen cpu {:.0}%",
             t as f64 / NS as f64,
             c.connected,
@@ -1081,6 +1296,15 @@ impl Progress {
             c.skipped,
             cpu * 100.0
         );
+        if sh.churners > 0 {
+            let _ = write!(
+                s,
+                " | sessions {} ({:.0}/s)",
+                c.sessions,
+                (c.sessions - self.last_sessions) as f64 / dt
+            );
+            self.last_sessions = c.sessions;
+        }
         self.last_t = t;
         self.last_bytes = c.bytes;
         self.last_frames = c.frames;
@@ -1176,6 +1400,7 @@ fn build_report(
         0.0
     };
     r.loadgen.max_rss_kb = u1.max_rss_kb;
+    r.sessions = session_counts(sh, wall_s);
     if r.frames.corrupt > 0 {
         r.failures
             .push(format!("{} corrupt frame(s)", r.frames.corrupt));
@@ -1193,9 +1418,91 @@ fn build_report(
     r
 }
 
+/// The `churn` figures: sessions completed, their rate (overall and the median of the
+/// whole seconds after the first two), how they closed, and the failed attempts.
+fn session_counts(sh: &Shared, wall_s: f64) -> SessionCounts {
+    let c = &sh.c;
+    let mut per_second = sh.session_secs.clone();
+    // Whole seconds of the run only: the last bucket may be a fraction of one.
+    per_second.resize(wall_s.floor() as usize, 0);
+    SessionCounts {
+        clients: sh.churners,
+        session_bytes: if sh.churners > 0 {
+            Some(sh.session_bytes)
+        } else {
+            None
+        },
+        completed: c.sessions,
+        per_s: if wall_s > 0.0 {
+            c.sessions as f64 / wall_s
+        } else {
+            0.0
+        },
+        steady_median_per_s: steady_median(&per_second, STEADY_SKIP_S),
+        fin_closes: c.fin_closes,
+        rst_closes: c.rst_closes,
+        http10_requests: c.http10_requests,
+        failed_attempts: c.failed_attempts(),
+        duration_us: sh.session_time.percentiles(),
+        per_second,
+    }
+}
+
+/// Seconds left out at the start of a run when taking the steady session rate.
+const STEADY_SKIP_S: usize = 2;
+
+/// Median of `per_second` after its first `skip` entries (all of them when the run was
+/// too short to leave any out); None when empty.
+pub fn steady_median(per_second: &[u64], skip: usize) -> Option<f64> {
+    let part = if per_second.len() > skip {
+        &per_second[skip..]
+    } else {
+        per_second
+    };
+    if part.is_empty() {
+        return None;
+    }
+    let mut v = part.to_vec();
+    v.sort_unstable();
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m] as f64
+    } else {
+        (v[m - 1] + v[m]) as f64 / 2.0
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steady_median_leaves_the_start_out() {
+        assert_eq!(steady_median(&[], 2), None);
+        assert_eq!(steady_median(&[5], 2), Some(5.0));
+        assert_eq!(steady_median(&[0, 10, 100, 300, 200], 2), Some(200.0));
+        assert_eq!(steady_median(&[0, 10, 100, 300], 2), Some(200.0));
+        assert_eq!(steady_median(&[1, 2, 9, 9, 9, 0], 0), Some(5.5));
+    }
+
+    #[test]
+    fn close_and_version_alternation() {
+        let rst: Vec<bool> = (0..4).map(|n| CloseMode::Mix.rst_for(n)).collect();
+        assert_eq!(rst, [false, true, false, true]);
+        assert!((0..10).all(|n| CloseMode::Rst.rst_for(n)));
+        assert!((0..10).all(|n| !CloseMode::Fin.rst_for(n)));
+        let v10: Vec<bool> = (0..4).map(|n| HttpVersion::Mix.http10_for(n)).collect();
+        assert_eq!(v10, [false, false, true, true]);
+        // Together: each of the four pairings once in every four sessions.
+        let mut pairs: Vec<(bool, bool)> = (0..4)
+            .map(|n| (HttpVersion::Mix.http10_for(n), CloseMode::Mix.rst_for(n)))
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        assert_eq!(pairs.len(), 4);
+        assert!((0..10).all(|n| HttpVersion::Http10.http10_for(n)));
+        assert!((0..10).all(|n| !HttpVersion::Http11.http10_for(n)));
+    }
 
     #[test]
     fn per_client_state_is_small() {

@@ -56,6 +56,19 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
+/// The same GET request as HTTP/1.0: `request`'s request line with its version
+/// replaced (the headers stay; HTTP/1.0 allows `Host`). Returns `request` unchanged when
+/// its first line does not end in `HTTP/1.1`.
+pub fn http10_request(request: &[u8]) -> Vec<u8> {
+    let mut out = request.to_vec();
+    if let Some(eol) = request.windows(2).position(|w| w == b"\r\n") {
+        if eol >= 8 && &request[eol - 8..eol] == b"HTTP/1.1" {
+            out[eol - 1] = b'0';
+        }
+    }
+    out
+}
+
 /// How the response body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyKind {
@@ -314,6 +327,25 @@ impl Chunked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http10_version_of_a_request() {
+        let t = parse_url("http://127.0.0.1:8000/live.mp3").unwrap();
+        let r = http10_request(&t.request);
+        let text = String::from_utf8(r).unwrap();
+        assert!(
+            text.starts_with("GET /live.mp3 HTTP/1.0\r\nHost: 127.0.0.1:8000\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n"));
+        assert_eq!(text.len(), t.request.len());
+        // Anything else is left alone.
+        assert_eq!(
+            http10_request(b"GET / HTTP/1.0\r\n\r\n"),
+            b"GET / HTTP/1.0\r\n\r\n"
+        );
+        assert_eq!(http10_request(b"junk"), b"junk");
+    }
 
     #[test]
     fn parses_ringcast_style_head() {

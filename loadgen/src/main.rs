@@ -25,7 +25,7 @@ enum Cmd {
     /// (e.g. `ringcast -frame-bytes 1000 -exec loadgen source --frame-bytes 1000 --rate 16000`).
     Source(SourceArgs),
     /// Open N HTTP clients against one or more URLs and check what they receive.
-    Clients(ClientsArgs),
+    Clients(Box<ClientsArgs>),
 }
 
 #[derive(Args)]
@@ -69,13 +69,34 @@ struct ClientsArgs {
     /// Bytes per second for `paced` readers (the stream's rate for a real-time player).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Behaviour shares, e.g. fast=0.6,paced=0.2,stall=0.2,reconnect=0; paced@RATE reads at
-    /// RATE bytes/s. Shares are normalised.
+    /// Behaviour shares, e.g. fast=0.6,paced=0.2,stall=0.2,reconnect=0,churn=0; paced@RATE
+    /// reads at RATE bytes/s. Shares are normalised. `churn` clients run short sessions back
+    /// to back (head, --session-bytes of body, close, next session).
     #[arg(long, default_value = "fast=1")]
     mix: String,
     /// When `reconnect` clients reconnect, counted from their response head.
     #[arg(long, default_value = "2s", value_parser = parse::duration)]
     reconnect_after: Duration,
+    /// Body bytes a `churn` session reads before it closes (0 = close after the head).
+    /// Default: one frame (--frame-bytes), or 1 byte without --frame-bytes.
+    #[arg(long)]
+    session_bytes: Option<u64>,
+    /// How `churn` sessions close: fin (shutdown, drain, close), rst (SO_LINGER 0), or
+    /// mix (every other session each way).
+    #[arg(long, default_value = "fin", value_parser = parse::close_mode)]
+    close: clients::CloseMode,
+    /// A `churn` session stays connected at least this long after its response head,
+    /// reading all it gets once it has --session-bytes (0 = close as soon as it has them).
+    #[arg(long, default_value = "0s", value_parser = parse::duration)]
+    session_hold: Duration,
+    /// Most `churn` sessions started per second over all clients, after the first -n;
+    /// 0 = no limit (every slot starts its next session at once).
+    #[arg(long, default_value_t = 0.0)]
+    session_rate: f64,
+    /// HTTP version of the requests: 1.0, 1.1, or mix (half each way, alternating in
+    /// pairs, so that with --close mix every pairing of version and close occurs).
+    #[arg(long, default_value = "1.1", value_parser = parse::http_version)]
+    http_version: clients::HttpVersion,
     /// Expected frame length; frames of another length count as corrupt.
     #[arg(long)]
     frame_bytes: Option<u32>,
@@ -110,7 +131,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Source(a) => run_source(a),
-        Cmd::Clients(a) => run_clients(a),
+        Cmd::Clients(a) => run_clients(*a),
     }
 }
 
@@ -169,6 +190,14 @@ fn clients_config(a: &ClientsArgs) -> Result<ClientsConfig, String> {
         return Err("--max-failed-fraction must be between 0 and 1".into());
     }
     cfg.max_failed_fraction = a.max_failed_fraction;
+    cfg.session_bytes = a.session_bytes;
+    cfg.close = a.close;
+    cfg.session_hold = a.session_hold;
+    if !a.session_rate.is_finite() || a.session_rate < 0.0 {
+        return Err("--session-rate must be >= 0".into());
+    }
+    cfg.session_rate = a.session_rate;
+    cfg.http_version = a.http_version;
     Ok(cfg)
 }
 

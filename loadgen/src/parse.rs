@@ -1,9 +1,10 @@
-//! Parsers for the command-line values: durations, behaviour mixes, address ranges.
+//! Parsers for the command-line values: durations, behaviour mixes, address ranges, close
+//! modes and HTTP versions.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::clients::Behaviour;
+use crate::clients::{Behaviour, CloseMode, HttpVersion};
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, `250us`, or a bare number of seconds (`1.5`).
 pub fn duration(s: &str) -> Result<Duration, String> {
@@ -39,7 +40,7 @@ pub struct MixEntry {
     pub weight: f64,
 }
 
-/// Parses `fast=0.6,paced=0.2,paced@8000=0.1,stall=0.1,reconnect=0`. `paced` reads at
+/// Parses `fast=0.6,paced=0.2,paced@8000=0.1,stall=0.1,reconnect=0,churn=0`. `paced` reads at
 /// `default_rate`; `paced@R` at R bytes/s. Zero weights are dropped; weights are
 /// normalised.
 pub fn mix(s: &str, default_rate: u64) -> Result<Vec<MixEntry>, String> {
@@ -60,6 +61,7 @@ pub fn mix(s: &str, default_rate: u64) -> Result<Vec<MixEntry>, String> {
             "fast" => Behaviour::Fast,
             "stall" => Behaviour::Stall,
             "reconnect" => Behaviour::Reconnect,
+            "churn" => Behaviour::Churn,
             "paced" => {
                 if default_rate == 0 {
                     return Err("--mix paced needs --rate BYTES_PER_SEC (or paced@RATE)".into());
@@ -78,7 +80,7 @@ pub fn mix(s: &str, default_rate: u64) -> Result<Vec<MixEntry>, String> {
                 }
                 None => {
                     return Err(format!(
-                        "--mix entry {part:?}: unknown behaviour {name:?} (fast, paced, paced@RATE, stall, reconnect)"
+                        "--mix entry {part:?}: unknown behaviour {name:?} (fast, paced, paced@RATE, stall, reconnect, churn)"
                     ))
                 }
             },
@@ -99,6 +101,28 @@ pub fn mix(s: &str, default_rate: u64) -> Result<Vec<MixEntry>, String> {
         e.weight /= total;
     }
     Ok(out)
+}
+
+/// Parses `--close`: `fin`, `rst` or `mix` (every other session each way).
+pub fn close_mode(s: &str) -> Result<CloseMode, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "fin" => Ok(CloseMode::Fin),
+        "rst" | "reset" => Ok(CloseMode::Rst),
+        "mix" => Ok(CloseMode::Mix),
+        other => Err(format!("--close {other:?}: expected fin, rst or mix")),
+    }
+}
+
+/// Parses `--http-version`: `1.0`, `1.1` or `mix` (half each way, in pairs).
+pub fn http_version(s: &str) -> Result<HttpVersion, String> {
+    match s.trim().to_ascii_lowercase().trim_start_matches("http/") {
+        "1.0" => Ok(HttpVersion::Http10),
+        "1.1" => Ok(HttpVersion::Http11),
+        "mix" => Ok(HttpVersion::Mix),
+        other => Err(format!(
+            "--http-version {other:?}: expected 1.0, 1.1 or mix"
+        )),
+    }
 }
 
 /// Splits `n` clients over the mix by largest remainder; returns counts in mix order.
@@ -166,6 +190,38 @@ mod tests {
         assert!(mix("paced=1", 0).is_err());
         assert!(mix("walk=1", 0).is_err());
         assert!(mix("fast=0", 0).is_err());
+    }
+
+    #[test]
+    fn churn_in_mixes() {
+        let m = mix("churn=1", 0).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].behaviour, Behaviour::Churn);
+        assert_eq!(Behaviour::Churn.label(), "churn");
+        let m = mix("paced=3,churn=1", 16000).unwrap();
+        assert_eq!(m[1].behaviour, Behaviour::Churn);
+        assert!((m[1].weight - 0.25).abs() < 1e-9);
+        assert_eq!(mix_counts(&m, 100), vec![75, 25]);
+        assert!(mix("churn", 0).is_err());
+    }
+
+    #[test]
+    fn close_modes() {
+        assert_eq!(close_mode("fin").unwrap(), CloseMode::Fin);
+        assert_eq!(close_mode("RST").unwrap(), CloseMode::Rst);
+        assert_eq!(close_mode("reset").unwrap(), CloseMode::Rst);
+        assert_eq!(close_mode(" mix ").unwrap(), CloseMode::Mix);
+        assert!(close_mode("linger").is_err());
+        assert!(close_mode("").is_err());
+    }
+
+    #[test]
+    fn http_versions() {
+        assert_eq!(http_version("1.0").unwrap(), HttpVersion::Http10);
+        assert_eq!(http_version("HTTP/1.1").unwrap(), HttpVersion::Http11);
+        assert_eq!(http_version("mix").unwrap(), HttpVersion::Mix);
+        assert!(http_version("2").is_err());
+        assert!(http_version("1.2").is_err());
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct Report {
     pub all_first_frame_ms: Option<f64>,
     /// The same figures per behaviour.
     pub classes: Vec<ClassReport>,
+    /// Short `churn` sessions (all zero when no client churns).
+    pub sessions: SessionCounts,
     /// loadgen's own resource use.
     pub loadgen: SelfUsage,
     /// True when no frame was corrupt and failed clients stayed within tolerance.
@@ -211,6 +213,34 @@ pub struct FrameCounts {
     pub url_stream_mismatch: u64,
     /// Sequence numbers going backwards (source restarted).
     pub seq_resets: u64,
+}
+
+/// `churn` sessions: connect, head, a little body, close, again.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SessionCounts {
+    /// `churn` clients: sessions kept in flight.
+    pub clients: u64,
+    /// Body bytes each session read before closing (None without churn clients).
+    pub session_bytes: Option<u64>,
+    /// Sessions that got their head and body bytes and closed.
+    pub completed: u64,
+    /// `completed` per second of the run.
+    pub per_s: f64,
+    /// Median of `per_second` leaving out the first 2 s (the steady rate).
+    pub steady_median_per_s: Option<f64>,
+    /// Sessions closed normally (FIN).
+    pub fin_closes: u64,
+    /// Sessions closed abortively (SO_LINGER 0: RST).
+    pub rst_closes: u64,
+    /// Requests sent as HTTP/1.0 (all behaviours).
+    pub http10_requests: u64,
+    /// Failed connection attempts of all behaviours: connect errors, timeouts (no head, or
+    /// no session bytes, in time), HTTP errors (bad heads, non-2xx), closed early.
+    pub failed_attempts: u64,
+    /// Session start (connect) to its last body byte, µs.
+    pub duration_us: Percentiles,
+    /// Sessions completed in each whole second of the run.
+    pub per_second: Vec<u64>,
 }
 
 /// Figures of one behaviour class.
@@ -334,6 +364,23 @@ impl Report {
             opt(self.all_headers_ms),
             opt(self.all_first_frame_ms)
         );
+        let ss = &self.sessions;
+        if ss.clients > 0 {
+            let _ = writeln!(
+                s,
+                "  sessions: {} completed ({} in flight, {} body bytes each): {:.1}/s, steady median {}; {} closed with FIN, {} with RST; {} failed attempts",
+                ss.completed,
+                ss.clients,
+                ss.session_bytes.unwrap_or(0),
+                ss.per_s,
+                ss.steady_median_per_s
+                    .map_or("–".to_string(), |v| format!("{v:.0}/s")),
+                ss.fin_closes,
+                ss.rst_closes,
+                ss.failed_attempts
+            );
+            s.push_str(&pct_line("session time", &ss.duration_us));
+        }
         if self.classes.len() > 1 {
             for cl in &self.classes {
                 let _ = writeln!(
@@ -402,11 +449,32 @@ mod tests {
             "time_to_headers_us",
             "time_to_first_frame_us",
             "all_first_frame_ms",
+            "sessions",
             "loadgen",
             "passed",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert!(r.human().contains("loadgen itself"));
+        // No churn clients: no session line.
+        assert!(!r.human().contains("sessions:"));
+    }
+
+    #[test]
+    fn session_line_when_churning() {
+        let mut r = Report::default();
+        r.sessions.clients = 100;
+        r.sessions.session_bytes = Some(1000);
+        r.sessions.completed = 12345;
+        r.sessions.per_s = 617.31;
+        r.sessions.steady_median_per_s = Some(620.0);
+        r.sessions.fin_closes = 6173;
+        r.sessions.rst_closes = 6172;
+        r.sessions.per_second = vec![600, 620];
+        let h = r.human();
+        assert!(h.contains("sessions: 12345 completed (100 in flight, 1000 body bytes each): 617.3/s, steady median 620/s; 6173 closed with FIN, 6172 with RST; 0 failed attempts"), "{h}");
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["sessions"]["completed"], 12345);
+        assert_eq!(v["sessions"]["per_second"][1], 620);
     }
 }

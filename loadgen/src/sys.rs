@@ -262,6 +262,33 @@ pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
+/// Makes the next `close()` of `fd` abortive: SO_LINGER with a zero timeout, so the
+/// kernel drops unsent data and sends a RST instead of a FIN.
+pub fn set_linger_zero(fd: &OwnedFd) -> io::Result<()> {
+    let v = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: fd is open (owned); &v is valid for size_of::<linger>() bytes for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &v as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// `shutdown(SHUT_WR)`: sends a FIN now, whatever is still unread.
+pub fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers; fd is open (owned).
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
+    Ok(())
+}
+
 /// A writer on a raw fd the process owns (stdout for `loadgen source`): unbuffered, so
 /// each frame is one `write(2)` and Rust's line-buffered stdout never splits it.
 pub struct FdWriter(pub RawFd);

@@ -250,3 +250,198 @@ fn refused_connections_count_as_failed() {
     let r = clients::run(&cfg, &AtomicBool::new(false)).unwrap();
     assert!(r.passed, "{:?}", r.failures);
 }
+
+/// How one churn connection looked from the server's side.
+#[derive(Debug, Default)]
+struct SeenByServer {
+    http10: usize,
+    http11: usize,
+    /// The client's first close signal was a FIN (read returned 0).
+    fin: usize,
+    /// ... or a RST (read failed with ECONNRESET).
+    rst: usize,
+}
+
+/// Serves at most `max` connections for at most `for_how_long` (or until `done`): reads
+/// the request head, writes the response head and `frames` frames, then waits (bounded)
+/// for the client to close and records how it did. `frames == 0`: the head only, then
+/// nothing. After `max` connections the listener stays open, accepting nothing.
+fn serve_churn(
+    listener: TcpListener,
+    frames: u64,
+    max: usize,
+    for_how_long: Duration,
+    done: Arc<AtomicBool>,
+) -> SeenByServer {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + for_how_long;
+    let mut handles = Vec::new();
+    while Instant::now() < deadline && !done.load(Ordering::Relaxed) {
+        if handles.len() >= max {
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        match listener.accept() {
+            Ok((s, _)) => handles.push(thread::spawn(move || churn_one(s, frames))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(1))
+            }
+            Err(_) => break,
+        }
+    }
+    let mut seen = SeenByServer::default();
+    for h in handles {
+        let (v10, how) = h.join().unwrap();
+        match v10 {
+            Some(true) => seen.http10 += 1,
+            Some(false) => seen.http11 += 1,
+            None => {}
+        }
+        match how {
+            Some(true) => seen.fin += 1,
+            Some(false) => seen.rst += 1,
+            None => {}
+        }
+    }
+    seen
+}
+
+/// One churn connection: (request was HTTP/1.0, client closed with a FIN (true) or RST).
+fn churn_one(mut s: TcpStream, frames: u64) -> (Option<bool>, Option<bool>) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut req = Vec::new();
+    let mut b = [0u8; 512];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return (None, None),
+            Ok(n) => req.extend_from_slice(&b[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&req)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let v10 = Some(line.ends_with("HTTP/1.0"));
+    let mut out = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    let mut f = vec![0u8; FRAME];
+    for seq in 0..frames {
+        loadgen::frame::encode(&mut f, 0, seq, source::realtime_ns());
+        out.extend_from_slice(&f);
+    }
+    if s.write_all(&out).is_err() {
+        return (v10, None);
+    }
+    // Now only the client's close can arrive (bounded by the read timeout).
+    let how = match s.read(&mut b) {
+        Ok(0) => Some(true),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Some(false),
+        _ => None,
+    };
+    (v10, how)
+}
+
+fn churn_against(
+    frames: u64,
+    n: usize,
+    secs: f64,
+    max: usize,
+    timeout: Duration,
+    tune: impl FnOnce(&mut ClientsConfig),
+) -> (Report, SeenByServer) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serve_for = Duration::from_secs_f64(secs + 2.0);
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let server = thread::spawn(move || serve_churn(listener, frames, max, serve_for, done2));
+    let targets = vec![parse_url(&format!("http://127.0.0.1:{port}/live")).unwrap()];
+    let mut cfg = ClientsConfig::new(targets, n);
+    cfg.duration = Duration::from_secs_f64(secs);
+    cfg.mix = parse::mix("churn=1", 0).unwrap();
+    cfg.frame_bytes = Some(FRAME as u32);
+    cfg.close = parse::close_mode("mix").unwrap();
+    cfg.http_version = parse::http_version("mix").unwrap();
+    cfg.connect_timeout = timeout;
+    cfg.retry_delay = Duration::from_millis(100);
+    tune(&mut cfg);
+    let report = clients::run(&cfg, &AtomicBool::new(false)).expect("clients run");
+    done.store(true, Ordering::Relaxed);
+    let seen = server.join().unwrap();
+    (report, seen)
+}
+
+#[test]
+fn churn_sessions_close_with_fin_and_rst() {
+    // 3 frames per connection, the session reads one: the close finds more to read.
+    // After 120 connections the server accepts no more: the sessions then waiting for a
+    // head end with the run (within the 5 s timeout), uncounted.
+    let (r, seen) = churn_against(3, 4, 1.0, 120, Duration::from_secs(5), |_| {});
+    eprint!("{}", r.human());
+    eprintln!("{seen:?}");
+    let s = &r.sessions;
+    assert_eq!(s.clients, 4);
+    assert_eq!(s.session_bytes, Some(FRAME as u64));
+    assert!(s.completed >= 20, "{s:#?}");
+    assert_eq!(s.completed, s.fin_closes + s.rst_closes);
+    assert!(s.fin_closes.abs_diff(s.rst_closes) <= 1, "{s:#?}");
+    assert_eq!(r.frames.corrupt, 0, "{r:#?}");
+    assert!(r.frames.ok >= s.completed, "{}", r.frames.ok);
+    assert_eq!(s.per_second.len(), 1);
+    assert!(s.duration_us.count == s.completed);
+    // The server saw both kinds of close and both request versions.
+    assert!(seen.fin >= 5 && seen.rst >= 5, "{seen:?}");
+    assert!(seen.http10 >= 5 && seen.http11 >= 5, "{seen:?}");
+    assert!(r.sessions.http10_requests >= 10);
+    // Sessions the client closed are no failures.
+    assert_eq!(r.sessions.failed_attempts, 0, "{r:#?}");
+    assert_eq!(r.clients.failed, 0);
+    assert!(r.passed, "{:?}", r.failures);
+}
+
+#[test]
+fn churn_session_without_body_times_out() {
+    // The head, then nothing: every session fails after --connect-timeout (300 ms).
+    let (r, _) = churn_against(0, 3, 1.0, 30, Duration::from_millis(300), |_| {});
+    eprint!("{}", r.human());
+    assert_eq!(r.sessions.completed, 0);
+    assert!(r.connections.timeouts >= 3, "{r:#?}");
+    assert_eq!(r.sessions.failed_attempts, r.connections.timeouts);
+    assert!(r
+        .connections
+        .error_examples
+        .iter()
+        .any(|e| e.contains("body bytes")));
+    assert!(!r.passed);
+}
+
+#[test]
+fn churn_hold_keeps_sessions_connected() {
+    // 2 sessions in flight, each held 150 ms after its head: about 2 x 1 s / 150 ms.
+    let (r, _) = churn_against(3, 2, 1.0, 100, Duration::from_secs(5), |c| {
+        c.session_hold = Duration::from_millis(150)
+    });
+    eprint!("{}", r.human());
+    let s = &r.sessions;
+    assert!((6..=14).contains(&s.completed), "{s:#?}");
+    assert!(s.duration_us.min >= 150_000, "{:?}", s.duration_us);
+    // During the hold a session reads everything the server sent (3 frames).
+    assert!(r.frames.ok >= 3 * s.completed, "{}", r.frames.ok);
+    assert_eq!(r.frames.corrupt, 0);
+    assert_eq!(s.failed_attempts, 0, "{r:#?}");
+}
+
+#[test]
+fn churn_session_rate_is_a_ceiling() {
+    // 8 slots, at most 40 sessions/s after the first 8: about 8 + 40 in one second.
+    let (r, _) = churn_against(1, 8, 1.0, 200, Duration::from_secs(5), |c| {
+        c.session_rate = 40.0;
+        c.session_bytes = Some(0);
+    });
+    eprint!("{}", r.human());
+    let s = &r.sessions;
+    assert_eq!(s.session_bytes, Some(0));
+    assert!((30..=50).contains(&s.completed), "{s:#?}");
+    assert_eq!(s.failed_attempts, 0, "{r:#?}");
+}
