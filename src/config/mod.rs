@@ -395,7 +395,9 @@ fn file_mode(
         _ => return Err(ConfigError::value("config", "", "needs a file name")),
     };
     let reload_flags = flags.only(table::Scope::Server);
-    let config = file::load(&path, &reload_flags, env)
-        .map_err(|e| ConfigError::new("config", e.to_string()))?;
+    let config = file::load(&path, &reload_flags, env).map_err(|e| ConfigError {
+        variable: matches!(given.origin, Origin::Env(_)).then_some(by),
+        ..ConfigError::new("config", e.to_string())
+    })?;
     Ok((config, reload_flags))
 }

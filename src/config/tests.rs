@@ -1012,6 +1012,12 @@ fn config_file_from_the_environment() {
     );
     let e = env_err(&["-config", p, "-address", ":0"], &[]);
     assert_eq!(e.flag, "address");
+    let e = env_err(&[], &[("RINGCAST_CONFIG", "/nonexistent/ringcast.toml")]);
+    assert!(
+        e.to_string()
+            .starts_with("RINGCAST_CONFIG: /nonexistent/ringcast.toml: 1 problem"),
+        "{e}"
+    );
     // The flag names the file when both do.
     let c = run_env(&["-config", p], &[("RINGCAST_CONFIG", "/nonexistent.toml")]);
     assert_eq!(c.config_file.as_deref(), Some(path.as_path()));

@@ -46,7 +46,7 @@ pub(crate) fn validate(
 
 /// How a setting is named where `origin` is: `-exec`, `RINGCAST_EXEC`,
 /// `exec`.
-pub(crate) fn name_in(s: Setting, origin: &Origin) -> String {
+fn name_in(s: Setting, origin: &Origin) -> String {
     let d = def(s);
     match origin {
         Origin::Env(_) if d.env => env_name(d),
