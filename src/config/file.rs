@@ -1,6 +1,6 @@
 //! The configuration file: any number of streams, each at its own path, plus
-//! global settings, in TOML (`ringcast -config FILE`; `deploy/ringcast.toml` is
-//! the annotated sample).
+//! server-wide settings, in TOML (`ringcast -config FILE`;
+//! `deploy/ringcast.toml` is the annotated sample).
 //!
 //! ```toml
 //! listen = ["0.0.0.0:8000"]        # one or more; a single string works too
@@ -31,35 +31,46 @@
 //! burst_ms = 2000                  # ... or this long at the measured source rate
 //! ```
 //!
-//! Every problem in a file is reported, each with the line it is on, so
+//! The keys are the settings table's (`table.rs`): each has the meaning,
+//! default and limits of its flag. This module reads the TOML into raw
+//! settings (checking only TOML types), merges the environment over them
+//! (`RINGCAST_*` wins over the file for server-wide settings, and for the
+//! stream of a one-stream file; a per-stream variable with several streams
+//! is an error), and hands them to the one validator.
+//!
+//! Every problem is reported, each with the line it is on, so
 //! `ringcast -config FILE -check-config` lists them all at once. Keys that are
 //! not known are problems too (a typo must not silently mean a default).
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::{
-    check_header_value, cpus_online, parse_address, parse_duration, parse_level, parse_uid, Config,
-    FramerKind, SourceSpec, StreamConfig,
-};
+use super::env::Environment;
+use super::raw::{Fault, Layer, Origin, Problem, Value};
+use super::table::{by_key, def, Kind, Scope};
+use super::validate::{validate, Mode};
+use super::Config;
 
 /// Paths ringcast answers itself (status, metrics); a stream cannot use them.
 pub const RESERVED_PATHS: &[&str] = &["/status", "/status/clients", "/metrics", "/status.html"];
 
-/// The problems found in a configuration file.
+/// The problems found in a configuration file and the environment applied
+/// over it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
     /// The file.
     pub path: PathBuf,
-    /// Each problem with its line (1-based) when known.
+    /// Each problem in the file, with its line (1-based) when known, in
+    /// line order.
     pub problems: Vec<(Option<usize>, String)>,
+    /// Each problem of a value from outside the file (an environment
+    /// variable, a flag), naming it.
+    pub outside: Vec<String>,
 }
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
+        let n = self.problems.len() + self.outside.len();
         write!(
             f,
             "{}: {n} problem{}",
@@ -72,44 +83,315 @@ impl fmt::Display for FileError {
                 None => write!(f, "\n  {}: {msg}", self.path.display())?,
             }
         }
+        for msg in &self.outside {
+            write!(f, "\n  {msg}")?;
+        }
         Ok(())
     }
 }
 
 impl std::error::Error for FileError {}
 
-/// Read and validate a configuration file.
-pub fn load(path: &Path) -> Result<Config, FileError> {
+/// Read and validate a configuration file, with the environment `env` and
+/// the command-line flags `flags` (only `-log-level` may be there) over it.
+pub(crate) fn load(path: &Path, flags: &Layer, env: &Environment) -> Result<Config, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError {
         path: path.to_owned(),
         problems: vec![(None, format!("cannot read: {e}"))],
+        outside: Vec::new(),
     })?;
-    let mut config = parse(&text).map_err(|problems| FileError {
+    let mut config = from_text(&text, flags, env).map_err(|(problems, outside)| FileError {
         path: path.to_owned(),
         problems,
+        outside,
     })?;
     config.config_file = Some(path.to_owned());
     Ok(config)
 }
 
-/// True when the file sets `log_level` itself (then RUST_LOG does not
-/// override it).
-pub fn sets_log_level(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .is_some_and(|t| t.contains_key("log_level"))
+/// The problems of a file, rendered: those in the file (line, text) and
+/// those outside it.
+type Rendered = (Vec<(Option<usize>, String)>, Vec<String>);
+
+/// Validate the text of a configuration file with `flags` and `env` over
+/// it; the problems rendered for the file's reader.
+pub(crate) fn from_text(text: &str, flags: &Layer, env: &Environment) -> Result<Config, Rendered> {
+    let lines = Lines::new(text);
+    check(text, &lines, flags, env).map_err(|problems| render(problems, &lines))
+}
+
+/// Validate the text of a configuration file with `flags` and `env` over
+/// it: the configuration, or every problem.
+pub(crate) fn check(
+    text: &str,
+    lines: &Lines<'_>,
+    flags: &Layer,
+    env: &Environment,
+) -> Result<Config, Vec<Problem>> {
+    let file = read(text, lines)?;
+    let mut problems = file.problems;
+    problems.extend(env.problems.iter().cloned());
+
+    // Precedence: flag > environment > file > RUST_LOG > default.
+    let env_server = env.layer.only(Scope::Server);
+    let server = Layer::merge(&[flags, &env_server, &file.server, &env.rust_log]);
+    let env_stream = env.layer.only(Scope::Stream);
+    let streams: Vec<Layer> = if file.streams.len() > 1 {
+        for (s, g) in env_stream.iter() {
+            let key = def(s).key;
+            problems.push(Problem {
+                setting: Some(s),
+                stream: None,
+                origin: g.origin.clone(),
+                fault: Fault::Conflict,
+                message: format!(
+                    "sets a per-stream setting, but the file has {} streams: \
+                     set {key} in each [[stream]] instead",
+                    file.streams.len()
+                ),
+            });
+        }
+        file.streams
+    } else {
+        file.streams
+            .iter()
+            .map(|s| Layer::merge(&[&env_stream, s]))
+            .collect()
+    };
+    match validate(&server, &streams, Mode::File) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
+}
+
+/// Each problem as the file's reader shows it: `stream #2 frame_bytes: ...`
+/// at its line, or `RINGCAST_FRAME_BYTES: ...` outside the file.
+fn render(problems: Vec<Problem>, lines: &Lines<'_>) -> Rendered {
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    for p in problems {
+        let key = match (&p.origin, p.setting) {
+            (Origin::File { key, .. }, _) => key.clone(),
+            (_, Some(s)) => def(s).key.to_owned(),
+            (_, None) => String::new(),
+        };
+        let line = match &p.origin {
+            Origin::File { line, .. } => *line,
+            Origin::Default => lines.of(p.stream, &key),
+            Origin::Env(name) => {
+                outside.push(format!("{name}: {}", p.message));
+                continue;
+            }
+            Origin::Flag(flag) => {
+                outside.push(format!("-{flag}: {}", p.message));
+                continue;
+            }
+        };
+        let place = match p.stream {
+            Some(i) => format!("stream #{} {key}: ", i + 1),
+            None if key.is_empty() => String::new(),
+            None => format!("{key}: "),
+        };
+        inside.push((line, format!("{place}{}", p.message)));
+    }
+    // In line order; problems without a line last.
+    inside.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+    (inside, outside)
+}
+
+/// What a file sets, before validation.
+struct FileSettings {
+    server: Layer,
+    streams: Vec<Layer>,
+    /// Problems of TOML types and keys.
+    problems: Vec<Problem>,
+}
+
+/// Read the TOML: each known key's value, of the TOML type its kind wants,
+/// into raw settings; anything else is a problem. Only text that is not
+/// TOML at all is an error on its own.
+fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e
+                .span()
+                .map(|sp| text[..sp.start.min(text.len())].lines().count().max(1));
+            return Err(vec![Problem {
+                setting: None,
+                stream: None,
+                origin: Origin::File {
+                    key: String::new(),
+                    stream: None,
+                    line,
+                },
+                fault: Fault::Syntax,
+                message: format!("not valid TOML: {}", e.message()),
+            }]);
+        }
+    };
+    let mut problems = Vec::new();
+    let server = read_table(&table, None, lines, &mut problems);
+    let mut streams = Vec::new();
+    let origin = |stream: Option<usize>, key: &str| Origin::File {
+        key: key.to_owned(),
+        stream,
+        line: lines.of(stream, key),
+    };
+    let problem = |stream, key: &str, fault, message: &str| Problem {
+        setting: None,
+        stream,
+        origin: origin(stream, key),
+        fault,
+        message: message.to_owned(),
+    };
+    match table.get("stream") {
+        None => problems.push(Problem {
+            setting: None,
+            stream: None,
+            origin: Origin::File {
+                key: String::new(),
+                stream: None,
+                line: None,
+            },
+            fault: Fault::Missing,
+            message: "no [[stream]] configured".to_owned(),
+        }),
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    toml::Value::Table(t) => {
+                        streams.push(read_table(t, Some(i), lines, &mut problems));
+                    }
+                    _ => problems.push(problem(
+                        Some(i),
+                        "stream",
+                        Fault::Syntax,
+                        "must be a [[stream]] table",
+                    )),
+                }
+            }
+        }
+        Some(_) => problems.push(problem(
+            None,
+            "stream",
+            Fault::Syntax,
+            "write each stream as a [[stream]] table",
+        )),
+    }
+    Ok(FileSettings {
+        server,
+        streams,
+        problems,
+    })
+}
+
+/// The settings of the top-level table (`stream` = None) or of one
+/// `[[stream]]` table.
+fn read_table(
+    table: &toml::Table,
+    stream: Option<usize>,
+    lines: &Lines<'_>,
+    problems: &mut Vec<Problem>,
+) -> Layer {
+    let scope = if stream.is_some() {
+        Scope::Stream
+    } else {
+        Scope::Server
+    };
+    let mut layer = Layer::default();
+    for (key, value) in table {
+        if stream.is_none() && key == "stream" {
+            continue;
+        }
+        let origin = Origin::File {
+            key: key.clone(),
+            stream,
+            line: lines.of(stream, key),
+        };
+        let Some(d) = by_key(scope, key) else {
+            problems.push(Problem {
+                setting: None,
+                stream,
+                origin,
+                fault: Fault::Unknown,
+                message: "unknown setting".to_owned(),
+            });
+            continue;
+        };
+        let value = match typed(d.kind, value) {
+            Ok(v) => v,
+            Err(why) => {
+                problems.push(Problem {
+                    setting: Some(d.setting),
+                    stream,
+                    origin: origin.clone(),
+                    fault: Fault::Syntax,
+                    message: why,
+                });
+                Value::Broken
+            }
+        };
+        layer.set(d.setting, value, origin);
+    }
+    layer
+}
+
+/// A TOML value as the raw value of a setting of `kind`, if it has the TOML
+/// type that kind wants.
+fn typed(kind: Kind, v: &toml::Value) -> Result<Value, String> {
+    let text = |v: &toml::Value| v.as_str().map(|s| Value::Text(s.into()));
+    let strings = |items: &[toml::Value]| {
+        items
+            .iter()
+            .map(|w| w.as_str().map(Into::into))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::List)
+    };
+    let (value, wants) = match kind {
+        Kind::Bool => (v.as_bool().map(Value::Bool), "true or false"),
+        Kind::Int { .. } => (v.as_integer().map(Value::Int), "an integer"),
+        Kind::Duration => (text(v), "a string such as \"250ms\", \"30s\", \"1m\""),
+        Kind::Text | Kind::Path | Kind::Address => (text(v), "a string"),
+        Kind::Addresses => match v {
+            toml::Value::Array(items) => (strings(items), "a list of address strings"),
+            _ => (text(v), "an address or a list of them"),
+        },
+        Kind::Command => (
+            v.as_array().and_then(|items| strings(items)),
+            "a list of strings: [\"program\", \"arg\", ...] (no shell)",
+        ),
+        Kind::User => match v {
+            toml::Value::Integer(n) => (Some(Value::Int(*n)), ""),
+            _ => (text(v), "a uid or a user name"),
+        },
+    };
+    value.ok_or_else(|| format!("must be {wants}, not {}", describe(v)))
+}
+
+/// A TOML value's type, for a message.
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Array(items) if items.iter().any(|i| !i.is_str()) => {
+            "a list with a non-string".to_owned()
+        }
+        other => other.type_str().to_owned(),
+    }
 }
 
 /// Where keys are in the text: good enough to point at a line.
-struct Lines<'a> {
+pub(crate) struct Lines<'a> {
     lines: Vec<&'a str>,
     /// Line index (0-based) where each `[[stream]]` table starts.
     stream_starts: Vec<usize>,
 }
 
 impl<'a> Lines<'a> {
-    fn new(text: &'a str) -> Lines<'a> {
+    pub(crate) fn new(text: &'a str) -> Lines<'a> {
         let lines: Vec<&str> = text.lines().collect();
         let stream_starts = lines
             .iter()
@@ -124,7 +406,7 @@ impl<'a> Lines<'a> {
     }
 
     /// The 1-based line of `key` at the top level (`stream` = None) or in
-    /// the n-th `[[stream]]` table.
+    /// the n-th `[[stream]]` table (else the line of that table's header).
     fn of(&self, stream: Option<usize>, key: &str) -> Option<usize> {
         let (from, to) = match stream {
             None => (
@@ -142,13 +424,15 @@ impl<'a> Lines<'a> {
                     .unwrap_or(self.lines.len()),
             ),
         };
-        for (i, l) in self.lines.iter().enumerate().take(to).skip(from) {
-            let t = l.trim_start();
-            let t = t.strip_prefix('"').unwrap_or(t);
-            if let Some(rest) = t.strip_prefix(key) {
-                let rest = rest.strip_prefix('"').unwrap_or(rest).trim_start();
-                if rest.starts_with('=') {
-                    return Some(i + 1);
+        if !key.is_empty() {
+            for (i, l) in self.lines.iter().enumerate().take(to).skip(from) {
+                let t = l.trim_start();
+                let t = t.strip_prefix('"').unwrap_or(t);
+                if let Some(rest) = t.strip_prefix(key) {
+                    let rest = rest.strip_prefix('"').unwrap_or(rest).trim_start();
+                    if rest.starts_with('=') {
+                        return Some(i + 1);
+                    }
                 }
             }
         }
@@ -158,464 +442,20 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// Collects problems while values are read.
-struct Reader<'a> {
-    lines: Lines<'a>,
-    problems: Vec<(Option<usize>, String)>,
-}
-
-impl Reader<'_> {
-    fn problem(&mut self, stream: Option<usize>, key: &str, msg: impl fmt::Display) {
-        let line = self.lines.of(stream, key);
-        let place = match stream {
-            Some(i) => format!("stream #{} {key}", i + 1),
-            None => key.to_string(),
-        };
-        self.problems.push((line, format!("{place}: {msg}")));
-    }
-
-    fn string(&mut self, t: &toml::Table, s: Option<usize>, key: &str) -> Option<String> {
-        match t.get(key)? {
-            toml::Value::String(v) => Some(v.clone()),
-            other => {
-                self.problem(
-                    s,
-                    key,
-                    format!("must be a string, not {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, t: &toml::Table, s: Option<usize>, key: &str) -> Option<bool> {
-        match t.get(key)? {
-            toml::Value::Boolean(b) => Some(*b),
-            other => {
-                self.problem(
-                    s,
-                    key,
-                    format!("must be true or false, not {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn int(
-        &mut self,
-        t: &toml::Table,
-        s: Option<usize>,
-        key: &str,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
-        match t.get(key)? {
-            toml::Value::Integer(n) if (min..=max).contains(n) => Some(*n),
-            toml::Value::Integer(n) => {
-                self.problem(s, key, format!("{n} is out of range ({min} to {max})"));
-                None
-            }
-            other => {
-                self.problem(
-                    s,
-                    key,
-                    format!("must be an integer, not {}", other.type_str()),
-                );
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, t: &toml::Table, s: Option<usize>, key: &str) -> Option<Duration> {
-        let v = self.string(t, s, key)?;
-        match parse_duration(&v) {
-            Ok(d) => Some(d),
-            Err(why) => {
-                self.problem(
-                    s,
-                    key,
-                    format!("{v:?}: {why} (write e.g. \"250ms\", \"30s\", \"1m\")"),
-                );
-                None
-            }
-        }
-    }
-
-    fn address(&mut self, s: Option<usize>, key: &str, v: &str) -> Option<SocketAddr> {
-        match parse_address(v) {
-            Ok(a) => Some(a),
-            Err(why) => {
-                self.problem(s, key, format!("{v:?}: {why}"));
-                None
-            }
-        }
-    }
-}
-
-const GLOBAL_KEYS: &[&str] = &[
-    "listen",
-    "admin_listen",
-    "cpu_max",
-    "log_level",
-    "flush_interval",
-    "listen_backlog",
-    "max_clients",
-    "stat_log_interval",
-    "uid",
-    "stream",
-];
-
-const STREAM_KEYS: &[&str] = &[
-    "mount",
-    "exec",
-    "path",
-    "demo",
-    "framer",
-    "frame_bytes",
-    "source_buffer",
-    "content_type",
-    "reopen",
-    "close_idle",
-    "header_bytes",
-    "source_bandwidth",
-    "client_max_bytes",
-    "max_quiet_interval",
-    "max_clients",
-    "burst_bytes",
-    "burst_ms",
-];
-
-/// Parse the text of a configuration file.
-pub fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
-    let table: toml::Table = match text.parse() {
-        Ok(t) => t,
-        Err(e) => {
-            let line = e
-                .span()
-                .map(|sp| text[..sp.start.min(text.len())].lines().count().max(1));
-            return Err(vec![(line, format!("not valid TOML: {}", e.message()))]);
-        }
-    };
-    let mut r = Reader {
-        lines: Lines::new(text),
-        problems: Vec::new(),
-    };
-    for key in table.keys() {
-        if !GLOBAL_KEYS.contains(&key.as_str()) {
-            r.problem(None, key, "unknown setting");
-        }
-    }
-
-    let mut listen = Vec::new();
-    match table.get("listen") {
-        None => listen.push(SocketAddr::from(([0, 0, 0, 0], 80))),
-        Some(toml::Value::String(s)) => listen.extend(r.address(None, "listen", s)),
-        Some(toml::Value::Array(items)) => {
-            for item in items {
-                match item {
-                    toml::Value::String(s) => listen.extend(r.address(None, "listen", s)),
-                    other => r.problem(
-                        None,
-                        "listen",
-                        format!("addresses are strings, not {}", other.type_str()),
-                    ),
-                }
-            }
-            if items.is_empty() {
-                r.problem(None, "listen", "needs at least one address");
-            }
-        }
-        Some(other) => r.problem(
-            None,
-            "listen",
-            format!(
-                "must be an address or a list of them, not {}",
-                other.type_str()
-            ),
-        ),
-    }
-    let admin_listen = r
-        .string(&table, None, "admin_listen")
-        .and_then(|s| r.address(None, "admin_listen", &s));
-    let online = cpus_online();
-    let cpu_max = r
-        .int(&table, None, "cpu_max", 1, online as i64)
-        .map(|n| n as usize)
-        .unwrap_or(online);
-    let log_level = match r.string(&table, None, "log_level") {
-        Some(s) => parse_level(&s).unwrap_or_else(|| {
-            r.problem(
-                None,
-                "log_level",
-                format!("{s:?}: must be error, warn, info, debug or trace"),
-            );
-            log::LevelFilter::Info
-        }),
-        None => log::LevelFilter::Info,
-    };
-    let flush_interval = r
-        .duration(&table, None, "flush_interval")
-        .unwrap_or(super::DEFAULT_FLUSH_INTERVAL);
-    let listen_backlog = r
-        .int(&table, None, "listen_backlog", 1, 65535)
-        .unwrap_or(4096) as u32;
-    let max_clients = r.int(&table, None, "max_clients", 0, i64::MAX).unwrap_or(0) as usize;
-    let stat_log_interval = r
-        .duration(&table, None, "stat_log_interval")
-        .filter(|d| !d.is_zero());
-    let uid = match table.get("uid") {
-        None => None,
-        Some(toml::Value::Integer(n)) => match parse_uid(&n.to_string()) {
-            Ok(u) => Some(u),
-            Err(why) => {
-                r.problem(None, "uid", why);
-                None
-            }
-        },
-        Some(toml::Value::String(s)) => match parse_uid(s) {
-            Ok(u) => Some(u),
-            Err(why) => {
-                r.problem(None, "uid", format!("{s:?}: {why}"));
-                None
-            }
-        },
-        Some(other) => {
-            r.problem(
-                None,
-                "uid",
-                format!("must be a uid or a user name, not {}", other.type_str()),
-            );
-            None
-        }
-    };
-
-    let mut streams = Vec::new();
-    match table.get("stream") {
-        None => r
-            .problems
-            .push((None, "no [[stream]] configured".to_string())),
-        Some(toml::Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    toml::Value::Table(t) => {
-                        if let Some(sc) = stream(&mut r, i, t) {
-                            streams.push(sc);
-                        }
-                    }
-                    _ => r.problem(Some(i), "stream", "must be a [[stream]] table"),
-                }
-            }
-        }
-        Some(_) => r.problem(None, "stream", "write each stream as a [[stream]] table"),
-    }
-    for (i, s) in streams.iter().enumerate() {
-        if streams[..i].iter().any(|o| o.mount == s.mount) {
-            let m = s.mount.clone().unwrap_or_default();
-            r.problems
-                .push((None, format!("two streams share the mount {m:?}")));
-        }
-    }
-
-    if !r.problems.is_empty() {
-        return Err(r.problems);
-    }
-    Ok(Config {
-        listen,
-        admin_listen,
-        config_file: None,
-        cpu_max,
-        stat_log_interval,
-        uid,
-        flush_interval,
-        listen_backlog,
-        max_clients,
-        log_level,
-        streams,
-    })
-}
-
-/// One `[[stream]]` table (index `i`).
-fn stream(r: &mut Reader<'_>, i: usize, t: &toml::Table) -> Option<StreamConfig> {
-    let s = Some(i);
-    let before = r.problems.len();
-    for key in t.keys() {
-        if !STREAM_KEYS.contains(&key.as_str()) {
-            r.problem(s, key, "unknown setting");
-        }
-    }
-    let mount = match r.string(t, s, "mount") {
-        Some(m) if !m.starts_with('/') => {
-            r.problem(s, "mount", format!("{m:?} must start with '/'"));
-            None
-        }
-        Some(m) if RESERVED_PATHS.contains(&m.as_str()) => {
-            r.problem(
-                s,
-                "mount",
-                format!("{m:?} is reserved for ringcast's status"),
-            );
-            None
-        }
-        Some(m) if m.contains(['?', '#', ' ']) => {
-            r.problem(s, "mount", format!("{m:?} must be a plain path"));
-            None
-        }
-        Some(m) => Some(m),
-        None => {
-            if !t.contains_key("mount") {
-                r.problem(
-                    s,
-                    "mount",
-                    "missing (the path the stream is served at, e.g. \"/radio.mp3\")",
-                );
-            }
-            None
-        }
-    };
-    let exec = match t.get("exec") {
-        None => None,
-        Some(toml::Value::Array(words)) => {
-            let words: Vec<String> = words
-                .iter()
-                .filter_map(|w| w.as_str().map(str::to_string))
-                .collect();
-            if words.is_empty() || words[0].is_empty() {
-                r.problem(s, "exec", "needs a command: [\"program\", \"arg\", ...]");
-                None
-            } else {
-                Some(SourceSpec::Exec {
-                    program: words[0].clone(),
-                    args: words[1..].to_vec(),
-                })
-            }
-        }
-        Some(_) => {
-            r.problem(
-                s,
-                "exec",
-                "must be a list of strings: [\"program\", \"arg\", ...] (no shell)",
-            );
-            None
-        }
-    };
-    let path = r
-        .string(t, s, "path")
-        .map(|p| SourceSpec::Path(PathBuf::from(p)));
-    let demo = r
-        .boolean(t, s, "demo")
-        .unwrap_or(false)
-        .then_some(SourceSpec::Demo);
-    let given = [
-        exec.is_some() || t.contains_key("exec"),
-        path.is_some(),
-        demo.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        r.problem(
-            s,
-            "mount",
-            "give exactly one source: exec = [...], path = \"...\" or demo = true",
-        );
-    }
-    let source = exec.or(path).or(demo);
-    let framer = match r.string(t, s, "framer").as_deref() {
-        None | Some("raw") | Some("") => FramerKind::Raw,
-        Some("mp3") => FramerKind::Mp3,
-        Some("aac") => FramerKind::Aac,
-        Some("ogg") => FramerKind::Ogg,
-        Some(other) => {
-            r.problem(
-                s,
-                "framer",
-                format!("{other:?}: must be raw, mp3, aac or ogg"),
-            );
-            FramerKind::Raw
-        }
-    };
-    let is_demo = matches!(source, Some(SourceSpec::Demo));
-    let default_frame = if is_demo {
-        crate::demo::FRAME_BYTES
-    } else {
-        crate::framing::largest_frame(framer).unwrap_or(64)
-    };
-    let frame_bytes = r
-        .int(t, s, "frame_bytes", 1, 64 << 20)
-        .map(|n| n as usize)
-        .unwrap_or(default_frame);
-    let source_buffer = r
-        .int(t, s, "source_buffer", 3, 1 << 24)
-        .map(|n| n as usize)
-        .unwrap_or(64);
-    if frame_bytes.saturating_mul(source_buffer) > 4 << 30 {
-        r.problem(
-            s,
-            "source_buffer",
-            "the ring (frame_bytes × source_buffer) would exceed 4 GiB",
-        );
-    }
-    let content_type = match r.string(t, s, "content_type") {
-        Some(ct) => {
-            if let Err(why) = check_header_value(&ct) {
-                r.problem(s, "content_type", why);
-            }
-            ct
-        }
-        None if is_demo => crate::demo::CONTENT_TYPE.to_string(),
-        None if framer == FramerKind::Mp3 => "audio/mpeg".to_string(),
-        None if framer == FramerKind::Aac => "audio/aac".to_string(),
-        None if framer == FramerKind::Ogg => "audio/ogg".to_string(),
-        None => "application/octet-stream".to_string(),
-    };
-    let reopen = r.boolean(t, s, "reopen").unwrap_or(true);
-    let close_idle = r.boolean(t, s, "close_idle").unwrap_or(false);
-    let header_bytes = r
-        .int(t, s, "header_bytes", 0, 1 << 20)
-        .map(|n| n as usize)
-        .unwrap_or(if is_demo {
-            crate::demo::HEADER_BYTES
-        } else {
-            0
-        });
-    let source_bandwidth = r.int(t, s, "source_bandwidth", 0, i64::MAX).unwrap_or(0) as u64;
-    let client_max_bytes = r.int(t, s, "client_max_bytes", 0, i64::MAX).unwrap_or(0) as u64;
-    let max_quiet_interval = r
-        .duration(t, s, "max_quiet_interval")
-        .filter(|d| !d.is_zero());
-    let max_clients = r.int(t, s, "max_clients", 0, i64::MAX).unwrap_or(0) as usize;
-    let burst_bytes = r.int(t, s, "burst_bytes", 0, i64::MAX).unwrap_or(0) as u64;
-    let burst = r
-        .int(t, s, "burst_ms", 0, 3_600_000)
-        .filter(|ms| *ms > 0)
-        .map(|ms| Duration::from_millis(ms as u64));
-    if r.problems.len() != before {
-        return None;
-    }
-    Some(StreamConfig {
-        mount,
-        source: source?,
-        framer,
-        frame_bytes,
-        header_bytes,
-        source_buffer,
-        source_bandwidth,
-        client_max_bytes,
-        close_idle,
-        content_type,
-        reopen,
-        max_quiet_interval,
-        max_clients,
-        burst_bytes,
-        burst,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{FramerKind, SourceSpec};
+    use std::time::Duration;
+
+    /// Validate a file's text with no environment; every problem, those
+    /// outside the file without a line.
+    fn parse(text: &str) -> Result<Config, Vec<(Option<usize>, String)>> {
+        from_text(text, &Layer::default(), &Environment::default()).map_err(|(mut p, o)| {
+            p.extend(o.into_iter().map(|m| (None, m)));
+            p
+        })
+    }
 
     const GOOD: &str = r#"
 listen = ["127.0.0.1:0", "[::1]:0"]

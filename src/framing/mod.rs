@@ -34,7 +34,43 @@ pub use mp3::{is_info_frame, mp3_frame_len, Mp3Framer};
 pub use ogg::{ogg_crc, OggFramer};
 pub use raw::RawFramer;
 
-use crate::config::FramerKind;
+/// How a stream's bytes are cut into frames (the configuration's
+/// `-frame-filter` / `framer`; `config` re-exports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramerKind {
+    /// Every frame is exactly `frame_bytes`.
+    Raw,
+    /// Physical MPEG audio frames, at most `frame_bytes` each.
+    Mp3,
+    /// AAC ADTS frames, at most `frame_bytes` each.
+    Aac,
+    /// Ogg pages, at most `frame_bytes` each; header pages become the
+    /// stream header.
+    Ogg,
+}
+
+impl FramerKind {
+    /// Every kind, with the name `-frame-filter` and the file's `framer`
+    /// know it by.
+    pub const NAMES: [(&'static str, FramerKind); 4] = [
+        ("raw", FramerKind::Raw),
+        ("mp3", FramerKind::Mp3),
+        ("aac", FramerKind::Aac),
+        ("ogg", FramerKind::Ogg),
+    ];
+
+    /// The kind named `name` (ASCII case ignored; the empty name is raw, as
+    /// streamserve spells it).
+    pub fn from_name(name: &str) -> Option<FramerKind> {
+        if name.is_empty() {
+            return Some(FramerKind::Raw);
+        }
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|&(_, k)| k)
+    }
+}
 
 /// The largest legal MPEG audio frame: MPEG-2.5 layer II at 160 kbit/s and
 /// 8 kHz, padded (144 × 160000 / 8000 + 1).
