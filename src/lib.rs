@@ -18,10 +18,12 @@
 //! | [`config`] | settings from the command line, the TOML file and the environment → one validated [`config::Config`] |
 //! | [`server`] | start-up (limits, listen sockets, privileges), signals, reload, shutdown, the panic policy |
 //! | [`shared`] | server-wide state every shard and the main thread share ([`shared::ServerShared`]) |
-//! | [`shard`] | one glommio executor per core: accept loop, connection tasks, the watcher |
+//! | [`shard`] | one glommio executor per core: accept loop, request tasks, the engine loop |
 //! | [`wait`] | wait sets: how a task waits for an event on its shard (one waker clone per wait) |
-//! | [`client`] | one listener's position and the vectored-send hot path |
-//! | [`stream`] | one stream's shared state: ring, headers, source state, listener count, the shards' bells, and the listener records status pages read |
+//! | [`engine`] | the shard's listener table grouped by stream, delivery passes, when to send (adaptive gathering), the kernel queue bound |
+//! | [`listener`] | one listener's compact record and the state machine of its vectored sends (whole frames, laps, copies) |
+//! | [`readiness`] | the shard's epoll set of listener sockets and the thread that wakes the shard |
+//! | [`stream`] | one stream's shared state: ring, headers, source state, listener count, how far listeners keep from the writer, the shards' bells |
 //! | [`source`] | the source thread: open / read / reopen with backoff / close-idle / quiet kill / pacing |
 //! | [`demo`] | the built-in test-tone stream used when no source is given |
 //! | [`framing`] | framers (raw, mp3 with tag skipping, AAC ADTS, Ogg pages with header capture) that cut bytes into whole frames |
@@ -53,20 +55,22 @@
 //! # Unsafe code
 //!
 //! `unsafe` lives in [`sys`] (system calls), [`ring`] (the shared mapping and
-//! the seqlock) and small places in [`client`] (pointer offsets into a slot,
-//! the vectored send) and [`shard`] (adopting a listen descriptor), each with
+//! the seqlock) and small places in [`listener`] (the vectored send from
+//! slots, the transport trait) and [`shard`] (adopting a listen descriptor), each with
 //! a `SAFETY:` comment; `#![deny(clippy::undocumented_unsafe_blocks)]` is
 //! checked by CI's clippy run.
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-pub mod client;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod failpoint;
 pub mod framing;
 pub mod http;
+pub mod listener;
 pub mod logger;
+pub mod readiness;
 pub mod reservoir;
 pub mod ring;
 pub mod server;

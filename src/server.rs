@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, StreamConfig};
+use crate::engine::Flush;
 use crate::shard::{self, ListenerKind};
 use crate::shared::ServerShared;
 use crate::source::{self, SourceContext};
 use crate::stats::ShardStats;
-use crate::stream::{Bell, ClientRegistry, SourceState, Stream, StreamSet};
+use crate::stream::{Bell, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
 
 /// io_uring buffer memory per executor. Small, so it fits the default 8 MiB
@@ -285,7 +286,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         clients: AtomicUsize::new(0),
         bells: bells.clone(),
         shard_stats: (0..shards).map(|_| ShardStats::default()).collect(),
-        registries: (0..shards).map(|_| ClientRegistry::default()).collect(),
+        snapshots: (0..shards).map(|_| Default::default()).collect(),
         streams: RwLock::new(Arc::new(StreamSet::default())),
         admin_separate: config.admin_listen.is_some(),
         started: Instant::now(),
@@ -324,11 +325,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             None => Placement::Unbound,
         };
         let shared = shared.clone();
+        let flush = Flush::Fixed(config.flush_interval);
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)
             .ring_depth(RING_DEPTH)
-            .spawn(move || shard::run(i, listeners, shared))
+            .spawn(move || shard::run(i, listeners, shared, flush))
             .map_err(|e| {
                 StartError(format!(
                     "cannot start shard {i}: {e} (io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB per shard; see tuning.md)",

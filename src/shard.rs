@@ -1,20 +1,22 @@
 //! A shard: one glommio executor pinned to one core, with its own listen socket
-//! (SO_REUSEPORT), its own clients and its own counters.
+//! (SO_REUSEPORT), its own listeners and its own counters.
 //!
 //! Tasks on a shard:
 //! - the **accept loop** takes connections from this shard's listen socket and
-//!   spawns one task per connection;
-//! - one **connection task** per client reads the request (size limit, header
-//!   timeout), answers it, and then runs the client's delivery loop;
-//! - the **watcher** sleeps on the shard's [`Bell`], rung by source threads
-//!   after they publish frames, waits the flush interval to let frames gather,
-//!   then wakes the clients of the streams that moved. A short guard timer
+//!   spawns one short task per connection;
+//! - a **request task** reads the request (size limit, header deadline),
+//!   answers status pages and errors itself, and hands a listener over to the
+//!   engine: from then on the listener is a record in the shard's table, not a
+//!   task;
+//! - the **engine loop** sleeps on the shard's [`Bell`] — rung by source
+//!   threads after they publish frames and by the shard's readiness thread
+//!   when a listener's socket has room or input — and on the engine's next
+//!   deadline (gathering), then runs [`Engine::tick`]. A short guard timer
 //!   covers a lost wake-up. Nothing spins: an idle shard sleeps in io_uring.
 //!
-//! Nothing about a client is shared with another shard.
+//! Nothing about a listener is shared with another shard.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -28,30 +30,28 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::client::{End, SendScratch, Sender, Step};
+use crate::engine::{Engine, Flush};
 use crate::http::{self, Method, Parse, RequestError};
+use crate::listener::ListenerRow;
 use crate::shared::ServerShared;
-use crate::stats::{ClientStats, ShardStats};
+use crate::stats::ShardStats;
 use crate::status;
-use crate::stream::{Bell, ClientLive, SourceState, Stream};
+use crate::stream::Bell;
 use crate::sys;
 use crate::wait::WaitSet;
 
 /// How long a client has to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Guard against a lost wake-up: the watcher looks at the rings this often
+/// Guard against a lost wake-up: the engine looks at the rings this often
 /// even without a bell.
 const GUARD_INTERVAL: Duration = Duration::from_millis(250);
-/// How long a stopping shard waits for its clients' responses to end.
+/// How long a stopping shard waits for its listeners' responses to end.
 const STOP_GRACE: Duration = Duration::from_millis(700);
-/// A stream that brought this many bytes since its clients were last woken
-/// wakes them at once instead of waiting out the flush interval.
-const FLUSH_ENOUGH_BYTES: u64 = 32 * 1024;
 /// How long a stopping shard still waits for a request head that is on its
 /// way.
 const STOP_REQUEST_GRACE: Duration = Duration::from_millis(200);
-/// Bytes a client may send after its request before it is dropped.
-const MAX_EXTRA_INPUT: u64 = 64 * 1024;
+/// How long a `/status/clients` request waits for the other shards' rows.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// What a listen socket is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,50 +62,17 @@ pub enum ListenerKind {
     Admin,
 }
 
-/// Per-stream wait list of one shard.
-struct WaitList {
-    /// The stream whose clients wait here.
-    stream: Arc<Stream>,
-    /// Clients of this stream waiting for its next frame (one registration
-    /// each, released when the wait ends: see `wait.rs`).
-    frames: WaitSet,
-    /// Head and state last seen by the watcher.
-    last_head: Cell<u64>,
-    last_state: Cell<Option<SourceState>>,
-    /// The stream's source byte count when its clients were last woken.
-    last_bytes: Cell<u64>,
-}
-
-impl WaitList {
-    fn new(stream: Arc<Stream>) -> WaitList {
-        WaitList {
-            stream,
-            frames: WaitSet::new(),
-            last_head: Cell::new(0),
-            last_state: Cell::new(None),
-            last_bytes: Cell::new(0),
-        }
-    }
-
-    fn wake_all(&self) {
-        self.frames.wake_all();
-    }
-}
-
 /// One shard's local state (lives on its executor only).
 struct Shard {
     id: usize,
     server: Arc<ServerShared>,
-    /// Wait lists by stream id, made when a stream's first client on this
-    /// shard arrives, dropped by the watcher when no client holds them.
-    waits: RefCell<HashMap<u64, Rc<WaitList>>>,
+    /// The listener table.
+    engine: RefCell<Engine>,
     /// Set when the shard is stopping.
     stopping: Cell<bool>,
-    /// Tasks that wait for `stopping` (the accept loop, request reads,
-    /// blocked writers): one registration per wait in progress.
+    /// Tasks that wait for `stopping` (the accept loops, request reads): one
+    /// registration per wait in progress.
     stop_waiters: WaitSet,
-    /// Buffers the clients take turns with to build their sends.
-    scratch: RefCell<SendScratch>,
 }
 
 impl Shard {
@@ -113,20 +80,8 @@ impl Shard {
         &self.server.shard_stats[self.id]
     }
 
-    fn wait_list(&self, stream: &Arc<Stream>) -> Rc<WaitList> {
-        self.waits
-            .borrow_mut()
-            .entry(stream.id)
-            .or_insert_with(|| Rc::new(WaitList::new(stream.clone())))
-            .clone()
-    }
-
     fn stop(&self) {
         self.stopping.set(true);
-        let lists: Vec<Rc<WaitList>> = self.waits.borrow().values().cloned().collect();
-        for w in lists {
-            w.wake_all();
-        }
         self.stop_waiters.wake_all();
     }
 
@@ -151,16 +106,28 @@ impl Future for BellWait<'_> {
 
 /// Run shard `id` until the server stops. `listeners` are this shard's listen
 /// sockets, already bound.
-pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc<ServerShared>) {
+pub async fn run(
+    id: usize,
+    listeners: Vec<(OwnedFd, ListenerKind)>,
+    server: Arc<ServerShared>,
+    flush: Flush,
+) {
+    let engine = match Engine::new(id, server.clone(), flush) {
+        Ok(e) => e,
+        Err(e) => {
+            // Startup waits for every shard and reports the one missing.
+            log::error!("shard {id} cannot set up its listener table: {e}");
+            return;
+        }
+    };
     let shard = Rc::new(Shard {
         id,
-        waits: RefCell::new(HashMap::new()),
         server,
+        engine: RefCell::new(engine),
         stopping: Cell::new(false),
         stop_waiters: WaitSet::new(),
-        scratch: RefCell::new(SendScratch::new()),
     });
-    glommio::spawn_local(watch(shard.clone())).detach();
+    let driving = glommio::spawn_local(drive(shard.clone()));
     shard.server.shards_ready.fetch_add(1, Ordering::AcqRel);
     shard.server.main_wake.signal();
     let mut accepting = Vec::new();
@@ -180,9 +147,44 @@ pub async fn run(id: usize, listeners: Vec<(OwnedFd, ListenerKind)>, server: Arc
     for task in accepting {
         task.await;
     }
-    let deadline = Instant::now() + STOP_GRACE;
-    while shard.stats().clients_now() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+    driving.await;
+}
+
+/// The engine loop: tick when rung or due, until stopped and empty.
+async fn drive(shard: Rc<Shard>) {
+    let bell = &shard.server.bells[shard.id];
+    let mut stop_by: Option<Instant> = None;
+    loop {
+        if stop_by.is_none() && shard.server.shutdown.load(Ordering::Acquire) {
+            let by = Instant::now() + STOP_GRACE;
+            stop_by = Some(by);
+            shard.stop();
+            shard.engine.borrow_mut().stop(by);
+        }
+        let next = shard.engine.borrow_mut().tick(Instant::now());
+        if let Some(by) = stop_by {
+            if shard.engine.borrow().is_empty() || Instant::now() >= by + GUARD_INTERVAL {
+                return;
+            }
+        }
+        let now = Instant::now();
+        let wait = next
+            .map_or(GUARD_INTERVAL, |t| t.saturating_duration_since(now))
+            .min(GUARD_INTERVAL)
+            .min(if stop_by.is_some() {
+                Duration::from_millis(20)
+            } else {
+                GUARD_INTERVAL
+            });
+        if wait.is_zero() {
+            glommio::yield_if_needed().await;
+            continue;
+        }
+        future::or(BellWait { bell }, async {
+            glommio::timer::sleep(wait).await;
+            false
+        })
+        .await;
     }
 }
 
@@ -221,7 +223,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, fd: RawFd, kind: L
                         shard.stats().accepted.get()
                     );
                 }
-                glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
+                glommio::spawn_local(request(shard.clone(), tcp, kind)).detach();
             }
             Some(Err(_)) if shard.server.shutdown.load(Ordering::Acquire) => {
                 // The socket was shut down for the stop; the watcher sets
@@ -262,63 +264,16 @@ async fn drain_on_stop(shard: &Rc<Shard>, listener: &TcpListener, fd: RawFd, kin
         match next {
             Some(Ok(tcp)) => {
                 shard.stats().accepted.inc();
-                glommio::spawn_local(connection(shard.clone(), tcp, kind)).detach();
+                glommio::spawn_local(request(shard.clone(), tcp, kind)).detach();
             }
             _ => break,
         }
     }
 }
 
-/// The watcher: turn bells into client wake-ups, after the flush interval.
-async fn watch(shard: Rc<Shard>) {
-    let bell = &shard.server.bells[shard.id];
-    loop {
-        let rung = future::or(BellWait { bell }, async {
-            glommio::timer::sleep(GUARD_INTERVAL).await;
-            false
-        })
-        .await;
-        if shard.server.shutdown.load(Ordering::Acquire) {
-            shard.stop();
-            return;
-        }
-        let flush = shard.server.flush_interval;
-        if rung && !flush.is_zero() {
-            // Gather frames for up to the flush interval, unless a stream has
-            // already brought enough for a full-sized send (a high-rate
-            // stream must not be held to one send per interval).
-            let enough = shard.waits.borrow().values().any(|l| {
-                l.stream
-                    .source_stats
-                    .bytes_in
-                    .get()
-                    .saturating_sub(l.last_bytes.get())
-                    >= FLUSH_ENOUGH_BYTES
-            });
-            if !enough {
-                glommio::timer::sleep(flush).await;
-            }
-        }
-        let lists: Vec<Rc<WaitList>> = shard.waits.borrow().values().cloned().collect();
-        for list in lists {
-            let head = list.stream.ring.head();
-            let state = list.stream.state();
-            if head != list.last_head.get() || Some(state) != list.last_state.get() {
-                list.last_bytes.set(list.stream.source_stats.bytes_in.get());
-                list.last_head.set(head);
-                list.last_state.set(Some(state));
-                list.wake_all();
-            }
-            // Only the map holds it: no client of that stream is left here.
-            if Rc::strong_count(&list) == 2 {
-                shard.waits.borrow_mut().remove(&list.stream.id);
-            }
-        }
-    }
-}
-
-/// Serve one connection from request to the end of its response.
-async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
+/// Serve one connection's request; a stream request becomes a listener in
+/// the engine's table.
+async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     let peer = tcp.peer_addr().ok();
     let req = match read_request(&shard, &mut tcp).await {
         Some(r) => r,
@@ -326,8 +281,13 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     };
     let set = shard.server.streams();
     let status_here = kind == ListenerKind::Admin || !shard.server.admin_separate;
-    if status_here {
-        if let Some(page) = status::page(&shard.server, &set, &req) {
+    if status_here && status::is_status_path(&set, &req.path) {
+        let rows = if status::needs_rows(&req.path) {
+            gather_rows(&shard).await
+        } else {
+            Vec::new()
+        };
+        if let Some(page) = status::page(&shard.server, &set, &req, &rows) {
             shard.stats().status_requests.inc();
             let bytes = if req.method == Method::Head {
                 page.head_only()
@@ -361,9 +321,9 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         respond_and_close(&mut tcp, &http::unavailable_response()).await;
         return;
     }
-    // Choose where the client starts before joining: joining wakes an idle
+    // Choose where the listener starts before joining: joining wakes an idle
     // source (lazy start), which could publish and even finish its frames
-    // before a later choice, and the client would miss them.
+    // before a later choice, and the listener would miss them.
     let burst = config.burst_bytes.max(
         config
             .burst
@@ -376,149 +336,63 @@ async fn connection(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         respond_and_close(&mut tcp, &http::unavailable_response()).await;
         return;
     }
-    let _ = sys::set_nodelay(tcp.as_raw_fd());
-    let peer_text = || peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-    log::info!("client {} {}", peer_text(), req.path);
-    // Nothing of the request is needed from here on; free it now rather than
-    // at the end of a connection that may last for days.
+    // The listener's socket leaves glommio here: the engine keeps its own
+    // descriptor (a duplicate), and the glommio stream closes the original.
+    let fd = match sys::dup(tcp.as_raw_fd()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("cannot take over a listener socket: {e}");
+            stream.client_left();
+            if shard.server.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shard.server.main_wake.signal();
+            }
+            shard.stats().rejected_full.inc();
+            respond_and_close(&mut tcp, &http::unavailable_response()).await;
+            return;
+        }
+    };
+    drop(tcp);
+    let _ = sys::set_nodelay(fd.as_raw_fd());
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    log::info!("client {peer} {}", req.path);
     drop(req);
     shard.stats().clients_started.inc();
-    let cstats = &stream.client_stats[shard.id];
-    cstats.clients_total.inc();
-    let started = Instant::now();
-
-    let live = Arc::new(ClientLive::new(stream.id, shard.id, peer, start));
-    let registry = &shard.server.registries[shard.id];
-    registry.insert(live.clone());
-    let list = shard.wait_list(&stream);
-    let mut sender = Sender::new(&stream, &config, tcp.as_raw_fd(), start, live.clone());
-    let head_written = tcp.write_all(&head).await.is_ok();
-    drop(head);
-    let reason = if !head_written {
-        "gone".to_string()
-    } else {
-        deliver(&shard, &stream, &list, &mut tcp, &mut sender).await
-    };
-    // End the response cleanly (FIN after whole frames), then close.
-    let _ = tcp.shutdown(std::net::Shutdown::Write).await;
-    drop(tcp);
-
-    registry.remove(live.id);
-    drop(list);
-    stream.client_left();
-    cstats.clients_ended.inc();
-    shard.stats().clients_ended.inc();
-    if shard.server.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
-        shard.server.main_wake.signal();
-    }
-    log::info!(
-        "client {} -- {:.3}s elapsed {} bytes {} frames + {} skipped reason={reason}",
-        peer_text(),
-        started.elapsed().as_secs_f64(),
-        sender.bytes_sent,
-        sender.frames_sent,
-        sender.frames_skipped,
-    );
+    stream.client_stats[shard.id].clients_total.inc();
+    shard
+        .engine
+        .borrow_mut()
+        .join(&stream, fd, peer, start, head);
 }
 
-/// The delivery loop of one client. Returns why it ended.
-async fn deliver(
-    shard: &Shard,
-    stream: &Stream,
-    list: &WaitList,
-    tcp: &mut TcpStream,
-    sender: &mut Sender,
-) -> String {
-    let stats = &stream.client_stats[shard.id];
-    let mut junk = [0u8; 64];
-    let mut extra_input: u64 = 0;
-    loop {
-        // The scratch borrow ends with this statement: try_send never awaits.
-        let step = sender.try_send(stream, stats, &mut shard.scratch.borrow_mut());
-        match step {
-            Step::Progress => {
-                glommio::yield_if_needed().await;
-            }
-            Step::CaughtUp => {
-                if shard.stopping.get() {
-                    return "server stopping".into();
-                }
-                if stream.ended() && stream.ring.head() <= sender.next {
-                    return "stream ended".into();
-                }
-                // Wait for a frame, and meanwhile notice the client leaving
-                // (a pending read completes with EOF or an error).
-                let next = sender.next;
-                let wait = list.frames.wait_until(|| {
-                    shard.stopping.get() || stream.ring.head() > next || stream.ended()
-                });
-                let read = future::or(
-                    async {
-                        wait.await;
-                        None
-                    },
-                    async { Some(tcp.read(&mut junk).await) },
-                )
-                .await;
-                match read {
-                    None => {}
-                    Some(Ok(0)) | Some(Err(_)) => {
-                        stats.client_gone.inc();
-                        return "gone".into();
-                    }
-                    Some(Ok(n)) => {
-                        extra_input += n as u64;
-                        if extra_input > MAX_EXTRA_INPUT {
-                            return "unexpected input".into();
-                        }
-                    }
-                }
-            }
-            Step::Blocked => {
-                if let Err(end) = sender.prepare_blocked(stream, stats) {
-                    return finish(end, stats);
-                }
-                if sender.blocked_bytes().is_empty() {
-                    continue;
-                }
-                let written = future::or(
-                    async { Some(tcp.write(sender.blocked_bytes()).await) },
-                    async {
-                        shard.stopped().await;
-                        None
-                    },
-                )
-                .await;
-                match written {
-                    None => return "server stopping".into(),
-                    Some(Ok(n)) => sender.blocked_written(n, stats),
-                    Some(Err(_)) => {
-                        stats.client_gone.inc();
-                        return "gone".into();
-                    }
-                }
-            }
-            Step::Finished(end) => return finish(end, stats),
+/// Every shard's listener rows, for `/status/clients`: this shard's copied
+/// at once, the others' asked for and waited for (each shard copies its own
+/// table on its own thread).
+async fn gather_rows(shard: &Shard) -> Vec<ListenerRow> {
+    let server = &shard.server;
+    let mut waiting: Vec<(usize, u64)> = Vec::new();
+    for (i, slot) in server.snapshots.iter().enumerate() {
+        if i != shard.id {
+            waiting.push((i, slot.request()));
+            server.bells[i].ring();
         }
     }
-}
-
-fn finish(end: End, stats: &ClientStats) -> String {
-    match end {
-        End::MaxBytes => {
-            stats.max_bytes_reached.inc();
-            "client-max-bytes".into()
-        }
-        End::Torn => {
-            stats.torn_disconnects.inc();
-            log::warn!("client disconnected: its frame was overwritten while being sent (torn)");
-            "torn".into()
-        }
-        End::Failed(_) => {
-            stats.client_gone.inc();
-            "gone".into()
+    let mut rows = shard.engine.borrow().rows();
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    while !waiting.is_empty() && Instant::now() < deadline {
+        waiting.retain(
+            |&(i, generation)| match server.snapshots[i].take_if(generation) {
+                Some(r) => {
+                    rows.extend(r.iter().cloned());
+                    false
+                }
+                None => true,
+            },
+        );
+        if !waiting.is_empty() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
+    rows
 }
 
 /// How reading a request head ended.

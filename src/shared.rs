@@ -2,16 +2,18 @@
 //! main thread share for the life of the server ([`ServerShared`]).
 //!
 //! Everything here is immutable after start-up, an atomic with a stated
-//! meaning, or the stream set behind an `RwLock` that is read once per
-//! request and per watcher pass (never per frame) and replaced whole by a
-//! reload.
+//! meaning, the stream set behind an `RwLock` that is read once per request
+//! and per engine pass (never per frame) and replaced whole by a reload, or
+//! a shard's snapshot slot behind a mutex taken once per `/status/clients`
+//! request.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::listener::ListenerRow;
 use crate::stats::ShardStats;
-use crate::stream::{Bell, ClientRegistry, StreamSet};
+use crate::stream::{Bell, StreamSet};
 use crate::sys::EventFd;
 
 /// What every shard and the main thread share.
@@ -29,8 +31,8 @@ pub struct ServerShared {
     pub bells: Arc<[Bell]>,
     /// Per-shard request counters.
     pub shard_stats: Vec<ShardStats>,
-    /// Per-shard client lists, for `/status/clients`.
-    pub registries: Vec<ClientRegistry>,
+    /// Per-shard listener snapshots, for `/status/clients`.
+    pub snapshots: Vec<SnapshotSlot>,
     /// The streams served; replaced whole by a reload. Read once per request
     /// and per watcher pass, never per frame.
     pub streams: RwLock<Arc<StreamSet>>,
@@ -52,6 +54,69 @@ impl ServerShared {
         match self.streams.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Where one shard leaves a copy of its listener rows when a
+/// `/status/clients` request (answered on any shard) asks for them. The
+/// listener records themselves are never shared: the shard copies them on
+/// its own thread, once per request, and drops the copy again a little
+/// later ([`SnapshotSlot::expire`]) so it does not sit in memory.
+#[derive(Debug, Default)]
+pub struct SnapshotSlot {
+    /// The newest request's generation (bumped by requesters; the shard
+    /// reads it with Acquire).
+    pub wanted: AtomicU64,
+    /// The generation the rows answer, the rows, and when they were made.
+    done: Mutex<Snapshot>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    generation: u64,
+    rows: Arc<Vec<ListenerRow>>,
+    made: Option<Instant>,
+}
+
+impl SnapshotSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        match self.done.lock() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Ask for a new snapshot; returns the generation to wait for.
+    pub fn request(&self) -> u64 {
+        self.wanted.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The generation of the rows in the slot.
+    pub fn done_generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Leave rows answering `generation` (shard side).
+    pub fn fill(&self, generation: u64, rows: Vec<ListenerRow>) {
+        let mut d = self.lock();
+        d.generation = generation;
+        d.rows = Arc::new(rows);
+        d.made = Some(Instant::now());
+    }
+
+    /// The rows if they answer `generation` or newer.
+    pub fn take_if(&self, generation: u64) -> Option<Arc<Vec<ListenerRow>>> {
+        let d = self.lock();
+        (d.generation >= generation).then(|| d.rows.clone())
+    }
+
+    /// Drop rows made more than `age` ago (shard side, now and then).
+    pub fn expire(&self, age: Duration) {
+        let mut d = self.lock();
+        if d.made.is_some_and(|t| t.elapsed() > age) {
+            d.rows = Arc::new(Vec::new());
+            d.made = None;
         }
     }
 }

@@ -391,6 +391,13 @@ figures! {
         /// Status pages (/status, /metrics, ...) answered.
         status_requests: Counter, Unit::Count, "status_requests", "shard_status_requests_total",
             "Status and metrics pages answered.";
+        /// The shard thread's busy fraction over the last load interval, in
+        /// thousandths.
+        busy_permille: Gauge, Unit::Count, "busy_permille", "shard_busy_permille",
+            "CPU time of the shard thread over the last 250 ms, in thousandths.";
+        /// The gathering window in force, in microseconds.
+        gather_window_us: Gauge, Unit::Count, "gather_window_us", "shard_gather_window_microseconds",
+            "How long the shard gathers frames before it sends, in microseconds.";
     }
 }
 

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value as Value_};
 
 use crate::http::Request;
+use crate::listener::ListenerRow;
 use crate::shared::ServerShared;
 use crate::source::describe;
 use crate::stats::{
     ClientStats, Figure, Getter, Kind, Meta, Scope, ShardStats, SourceStats, Unit, Value,
 };
-use crate::stream::{ClientLive, SourceState, Stream, StreamSet};
+use crate::stream::{SourceState, Stream, StreamSet};
 use crate::sys;
 
 /// A complete response to a status request.
@@ -66,8 +67,29 @@ impl Page {
     }
 }
 
+/// True when `path` is one of the status pages (on a listener that serves
+/// them).
+pub fn is_status_path(set: &StreamSet, path: &str) -> bool {
+    matches!(
+        path,
+        "/status" | "/status/clients" | "/metrics" | "/status.html"
+    ) || (path == "/" && set.route("/").is_none())
+}
+
+/// True when the page lists listeners (the shard gathers every shard's rows
+/// first).
+pub fn needs_rows(path: &str) -> bool {
+    path == "/status/clients"
+}
+
 /// The status page for this request, or `None` when the path is not one.
-pub fn page(server: &ServerShared, set: &StreamSet, req: &Request) -> Option<Page> {
+/// `rows` are every shard's listeners (for `/status/clients`).
+pub fn page(
+    server: &ServerShared,
+    set: &StreamSet,
+    req: &Request,
+    rows: &[ListenerRow],
+) -> Option<Page> {
     match req.path.as_str() {
         "/status" => Some(Page::ok(
             "application/json",
@@ -95,8 +117,7 @@ pub fn page(server: &ServerShared, set: &StreamSet, req: &Request) -> Option<Pag
             };
             Some(Page::ok(
                 "application/json",
-                serde_json::to_vec_pretty(&clients_json(server, set, stream_id))
-                    .unwrap_or_default(),
+                serde_json::to_vec_pretty(&clients_json(set, stream_id, rows)).unwrap_or_default(),
             ))
         }
         "/metrics" => Some(Page::ok(
@@ -298,9 +319,8 @@ pub const STREAM_FIGURES: &[Figure<Getter<Stream>>] = &[
     },
 ];
 
-/// How a listener figure is read: its record, and its stream when that is
-/// still being served.
-pub type ListenerGetter = fn(&ClientLive, Option<&Arc<Stream>>) -> Value;
+/// How a listener figure is read: from its row (copied by its shard).
+pub type ListenerGetter = fn(&ListenerRow) -> Value;
 
 /// Listener figures (`/status/clients` only).
 pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
@@ -311,7 +331,7 @@ pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
         kind: Kind::Gauge,
         unit: Unit::Seconds,
         scope: Scope::Listener,
-        get: |l, _| Value::Float(l.connected.elapsed().as_secs_f64()),
+        get: |l| Value::Float(l.connected_s),
     },
     Figure {
         key: "bytes_sent",
@@ -320,7 +340,7 @@ pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
         kind: Kind::Counter,
         unit: Unit::Bytes,
         scope: Scope::Listener,
-        get: |l, _| Value::Int(l.bytes_sent.load(Ordering::Relaxed)),
+        get: |l| Value::Int(l.bytes_sent),
     },
     Figure {
         key: "frames_sent",
@@ -329,7 +349,7 @@ pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
         kind: Kind::Counter,
         unit: Unit::Frames,
         scope: Scope::Listener,
-        get: |l, _| Value::Int(l.frames_sent.load(Ordering::Relaxed)),
+        get: |l| Value::Int(l.frames_sent),
     },
     Figure {
         key: "frames_skipped",
@@ -338,7 +358,7 @@ pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
         kind: Kind::Counter,
         unit: Unit::Frames,
         scope: Scope::Listener,
-        get: |l, _| Value::Int(l.frames_skipped.load(Ordering::Relaxed)),
+        get: |l| Value::Int(l.frames_skipped),
     },
     Figure {
         key: "lag_frames",
@@ -347,10 +367,25 @@ pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
         kind: Kind::Gauge,
         unit: Unit::Frames,
         scope: Scope::Listener,
-        get: |l, stream| {
-            let next = l.next_frame.load(Ordering::Relaxed);
-            Value::Int(stream.map_or(0, |s| s.ring.head().saturating_sub(next)))
-        },
+        get: |l| Value::Int(l.lag_frames),
+    },
+    Figure {
+        key: "unsent_bytes",
+        metric: "",
+        help: "Bytes in the listener's socket the kernel has not sent yet.",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        scope: Scope::Listener,
+        get: |l| Value::Int(l.unsent_bytes),
+    },
+    Figure {
+        key: "blocked",
+        metric: "",
+        help: "1 while the listener's socket has no room.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Listener,
+        get: |l| Value::Int(l.blocked as u64),
     },
 ];
 
@@ -438,27 +473,25 @@ pub fn status_json(server: &ServerShared, set: &StreamSet) -> Value_ {
 }
 
 /// The `/status/clients` document: every listener (of one stream, or all).
-pub fn clients_json(server: &ServerShared, set: &StreamSet, stream_id: Option<u64>) -> Value_ {
-    let mut out = Vec::new();
-    for registry in &server.registries {
-        for c in registry.snapshot() {
-            if stream_id.is_some_and(|id| id != c.stream_id) {
-                continue;
-            }
-            let stream: Option<&Arc<Stream>> = set.streams.iter().find(|s| s.id == c.stream_id);
-            let mut m = Map::new();
-            m.insert("id".into(), json!(c.id));
-            m.insert("remote".into(), json!(c.peer.map(|p| p.to_string())));
-            m.insert(
-                "stream".into(),
-                json!(stream.map(|s| s.mount.clone().unwrap_or_else(|| "/".into()))),
-            );
-            m.insert("shard".into(), json!(c.shard));
-            for f in LISTENER_FIGURES {
-                m.insert(f.key.into(), (f.get)(&c, stream).json());
-            }
-            out.push(Value_::Object(m));
+pub fn clients_json(set: &StreamSet, stream_id: Option<u64>, rows: &[ListenerRow]) -> Value_ {
+    let mut out = Vec::with_capacity(rows.len());
+    for c in rows {
+        if stream_id.is_some_and(|id| id != c.stream_id) {
+            continue;
         }
+        let stream: Option<&Arc<Stream>> = set.streams.iter().find(|s| s.id == c.stream_id);
+        let mut m = Map::new();
+        m.insert("id".into(), json!(c.id));
+        m.insert("remote".into(), json!(c.peer.to_string()));
+        m.insert(
+            "stream".into(),
+            json!(stream.map(|s| s.mount.clone().unwrap_or_else(|| "/".into()))),
+        );
+        m.insert("shard".into(), json!(c.shard));
+        for f in LISTENER_FIGURES {
+            m.insert(f.key.into(), (f.get)(c).json());
+        }
+        out.push(Value_::Object(m));
     }
     json!({ "clients": out })
 }
@@ -694,7 +727,7 @@ mod tests {
             clients: Default::default(),
             bells,
             shard_stats: (0..2).map(|_| ShardStats::default()).collect(),
-            registries: (0..2).map(|_| Default::default()).collect(),
+            snapshots: (0..2).map(|_| Default::default()).collect(),
             streams: Default::default(),
             admin_separate: false,
             started: std::time::Instant::now(),

@@ -5,11 +5,10 @@
 //! meaning, or (the header bytes) behind a mutex that is taken once per client
 //! connection and once per source open, never per frame.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atomic_waker::AtomicWaker;
 
@@ -164,6 +163,10 @@ pub struct Stream {
     pub created: Instant,
 }
 
+/// The longest a vectored send from ring slots is assumed to take (a send of
+/// at most 256 KiB on a busy core); see [`Stream::lap_guard`].
+pub const MAX_SEND_TIME: Duration = Duration::from_millis(2);
+
 /// Headers kept per stream: enough for a client that starts a little behind
 /// a header change to get the header of its own frames.
 pub const HEADER_HISTORY: usize = 4;
@@ -279,6 +282,7 @@ impl Stream {
             Err(poisoned) => poisoned.into_inner(),
         };
         h.retain(|x| x.first_frame < first_frame);
+        let bytes_empty = bytes.is_empty();
         h.push(Header {
             first_frame,
             bytes: Arc::from(bytes),
@@ -288,7 +292,13 @@ impl Stream {
             h.drain(..extra);
         }
         drop(h);
-        self.latest_header.store(first_frame, Ordering::Release);
+        // Only a header with bytes is news for connected listeners: a session
+        // that begins without header bytes (an Ogg source restarting, whose
+        // framer is about to find the new link's header pages) must not make
+        // them take the empty header and then miss the real one.
+        if !bytes_empty {
+            self.latest_header.store(first_frame, Ordering::Release);
+        }
     }
 
     /// First frame of the newest header (`u64::MAX` when none).
@@ -354,24 +364,64 @@ impl Stream {
         self.frame_rate.load(Ordering::Relaxed)
     }
 
-    /// Oldest frame a reader may hand to the kernel straight from its slot
-    /// now; older frames are copied (validated) first. The writer must be
-    /// unable to reach a zero-copy slot during a send: keep a margin of four
-    /// times the frames it publishes in 20 ms (at least the lap guard). When
-    /// that margin is the whole ring (a source read as fast as a pipe allows)
-    /// or the rate is not measured yet (the first second of a session), every
-    /// frame is copied: a validated copy cannot be torn. For a live stream the
-    /// margin is a few slots and nearly every send is zero-copy.
+    /// How listeners must keep clear of the writer, from the measured frame
+    /// rate: `(guard, copy_all)`.
+    ///
+    /// The writer overwrites the slot of frame `n` when it publishes frame
+    /// `n + capacity`. A vectored send from slots takes at most
+    /// [`MAX_SEND_TIME`]; during it the writer publishes at most
+    /// `fps × MAX_SEND_TIME` frames (its *reach*). A listener therefore keeps
+    /// `guard` = max(the ring's guard, reach + 1) slots between itself and
+    /// the writer, and is lapped (skipped forward) when closer: every frame
+    /// it sends from a slot is then out of the writer's reach for the whole
+    /// send. When the reach is most of the ring (a source read as fast as a
+    /// pipe allows, or a rate not measured yet — the first second of a
+    /// session), no slot is safe: `copy_all`, frames are copied (validated)
+    /// and sent from the copy. For a live stream the reach is under a frame
+    /// and every send is zero-copy.
     #[inline]
-    pub fn zero_copy_floor(&self, head: u64) -> u64 {
+    pub fn lap_guard(&self) -> (u64, bool) {
         let cap = self.ring.capacity();
         let fps = self.frame_rate.load(Ordering::Relaxed);
-        let margin = if fps == 0 {
-            cap
+        if fps == 0 {
+            return (self.ring.guard(), true);
+        }
+        let reach = (fps as f64 * MAX_SEND_TIME.as_secs_f64()).ceil() as u64 + 1;
+        let guard = self.ring.guard().max(reach);
+        if guard >= cap / 2 {
+            (self.ring.guard(), true)
         } else {
-            (fps / 12).max(self.ring.guard())
+            (guard, false)
+        }
+    }
+
+    /// The bound on a listener socket's unsent bytes (`TCP_NOTSENT_LOWAT`),
+    /// for a shard that may gather frames for up to `gather`.
+    ///
+    /// Large enough for one gathered send of a listener that keeps up (twice
+    /// the bytes the stream brings in `gather` + 100 ms, plus two frames), so
+    /// healthy listeners never meet a full queue; small enough that a
+    /// listener that stops reading fills it within a fraction of the ring
+    /// (at most half the ring's bytes) and is then skipped by whole frames
+    /// instead of being served stale audio the kernel kept for it. Never
+    /// below 16 KiB.
+    pub fn send_queue_bound(&self, gather: Duration) -> u32 {
+        let rate = self.byte_rate() as f64;
+        let fps = self.frame_rate();
+        let frame = if rate > 0.0 && fps > 0 {
+            (rate / fps as f64).max(1.0)
+        } else {
+            self.ring.frame_max() as f64
         };
-        (head + margin.min(cap)).saturating_sub(cap)
+        let ring_bytes = frame * self.ring.capacity() as f64;
+        let want = if rate > 0.0 {
+            2.0 * rate * (gather.as_secs_f64() + 0.1) + 2.0 * frame
+        } else {
+            ring_bytes / 4.0
+        };
+        let floor = 16.0 * 1024.0;
+        let ceiling = (ring_bytes / 2.0).max(floor);
+        want.clamp(floor, ceiling).min(u32::MAX as f64) as u32
     }
 
     /// Frame a new client starts at with fast start: the oldest of the most
@@ -460,81 +510,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A connected client as status pages see it. Written only by the client's
-/// shard (single writer, Relaxed stores); read by any shard answering
-/// `/status/clients`.
-#[derive(Debug)]
-pub struct ClientLive {
-    /// Unique client number (per process).
-    pub id: u64,
-    /// The stream it listens to.
-    pub stream_id: u64,
-    /// The shard serving it.
-    pub shard: usize,
-    /// Remote address.
-    pub peer: Option<SocketAddr>,
-    /// When it connected.
-    pub connected: Instant,
-    /// Bytes written to it (header bytes and frames).
-    pub bytes_sent: AtomicU64,
-    /// Whole frames written.
-    pub frames_sent: AtomicU64,
-    /// Frames skipped because it was lapped.
-    pub frames_skipped: AtomicU64,
-    /// The next frame it needs (lag = ring head - this).
-    pub next_frame: AtomicU64,
-}
-
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
-
-impl ClientLive {
-    /// A new record for a client of `stream_id` on `shard`.
-    pub fn new(stream_id: u64, shard: usize, peer: Option<SocketAddr>, start: u64) -> ClientLive {
-        ClientLive {
-            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
-            stream_id,
-            shard,
-            peer,
-            connected: Instant::now(),
-            bytes_sent: AtomicU64::new(0),
-            frames_sent: AtomicU64::new(0),
-            frames_skipped: AtomicU64::new(0),
-            next_frame: AtomicU64::new(start),
-        }
-    }
-}
-
-/// The clients of one shard, for `/status/clients`. Locked by the shard on
-/// connect and disconnect and by a status request; never per frame.
-#[derive(Debug, Default)]
-pub struct ClientRegistry {
-    clients: Mutex<std::collections::HashMap<u64, Arc<ClientLive>>>,
-}
-
-impl ClientRegistry {
-    /// Add a client.
-    pub fn insert(&self, c: Arc<ClientLive>) {
-        if let Ok(mut m) = self.clients.lock() {
-            m.insert(c.id, c);
-        }
-    }
-
-    /// Remove a client.
-    pub fn remove(&self, id: u64) {
-        if let Ok(mut m) = self.clients.lock() {
-            m.remove(&id);
-        }
-    }
-
-    /// A snapshot of the clients.
-    pub fn snapshot(&self) -> Vec<Arc<ClientLive>> {
-        match self.clients.lock() {
-            Ok(m) => m.values().cloned().collect(),
-            Err(_) => Vec::new(),
-        }
-    }
 }
 
 /// The set of streams being served, replaced whole by a reload.

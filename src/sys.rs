@@ -503,3 +503,175 @@ pub fn cpus_online() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
+
+// ---------------------------------------------------------------------------
+// The listener table's system calls (epoll, descriptor handover, queue bounds)
+// ---------------------------------------------------------------------------
+
+/// Readiness a listener waits for (edge-triggered).
+pub const EV_IN: u32 = libc::EPOLLIN as u32;
+/// Room in the send queue.
+pub const EV_OUT: u32 = libc::EPOLLOUT as u32;
+/// The peer closed its side.
+pub const EV_RDHUP: u32 = libc::EPOLLRDHUP as u32;
+/// Hang-up (always reported).
+pub const EV_HUP: u32 = libc::EPOLLHUP as u32;
+/// Error (always reported).
+pub const EV_ERR: u32 = libc::EPOLLERR as u32;
+/// Edge-triggered: report a change once.
+pub const EV_ET: u32 = libc::EPOLLET as u32;
+/// Report once, then stay disarmed until modified.
+pub const EV_ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+
+/// One readiness event: the token it was registered with and what happened.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct EpollEvent(libc::epoll_event);
+
+impl EpollEvent {
+    /// An empty event (for the array `Epoll::wait` fills).
+    pub const EMPTY: EpollEvent = EpollEvent(libc::epoll_event { events: 0, u64: 0 });
+
+    /// What happened (`EV_*` bits).
+    pub fn events(&self) -> u32 {
+        self.0.events
+    }
+
+    /// The registration's token.
+    pub fn token(&self) -> u64 {
+        self.0.u64
+    }
+}
+
+impl std::fmt::Debug for EpollEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (events, token) = (self.events(), self.token());
+        write!(f, "EpollEvent({events:#x}, {token})")
+    }
+}
+
+/// An epoll instance (close-on-exec).
+#[derive(Debug)]
+pub struct Epoll(OwnedFd);
+
+impl Epoll {
+    /// A new epoll instance.
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain epoll_create1(2); result checked.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `fd` is fresh and owned by nobody else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event on the stack; the kernel copies it.
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+    }
+
+    /// Watch `fd` for `events`, reporting `token`.
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    /// Change what `fd` is watched for (re-arms a one-shot registration; the
+    /// kernel reports at once if the descriptor is ready now).
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Wait up to `timeout_ms` (-1: forever, 0: don't wait) for events; fills
+    /// the front of `out` and returns how many. EINTR returns 0.
+    pub fn wait(&self, out: &mut [EpollEvent], timeout_ms: i32) -> io::Result<usize> {
+        let max = out.len().min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: `EpollEvent` is a transparent wrapper of `epoll_event`, and
+        // `out` has room for `max` of them.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                out.as_mut_ptr() as *mut libc::epoll_event,
+                max,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                return Ok(0);
+            }
+            return Err(err);
+        }
+        Ok(n as usize)
+    }
+
+    /// The descriptor (to nest this instance in another).
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A close-on-exec duplicate of `fd` (a listener's socket taken over from
+/// the glommio stream that read its request).
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl F_DUPFD_CLOEXEC on a descriptor the caller holds open.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: `new` is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `TCP_NOTSENT_LOWAT`: the socket reports room (and accepts more) only
+/// while fewer than `bytes` of its queue are still unsent.
+pub fn set_notsent_lowat(fd: RawFd, bytes: u32) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        bytes.min(i32::MAX as u32) as libc::c_int,
+    )
+}
+
+/// Bytes queued in the socket that the kernel has not sent yet
+/// (`SIOCOUTQNSD`).
+pub fn unsent_bytes(fd: RawFd) -> io::Result<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer.
+    cvt(unsafe { libc::ioctl(fd, 0x894B, &mut n as *mut libc::c_int) })?;
+    Ok(n.max(0) as u64)
+}
+
+/// A non-blocking `recv`: `Ok(0)` is end of stream; `WouldBlock` when
+/// nothing is there.
+pub fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for `buf.len()` bytes.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `shutdown(fd, SHUT_WR)`: end the response after what is queued (FIN).
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown(2) on a descriptor the caller owns.
+    cvt(unsafe { libc::shutdown(fd, libc::SHUT_WR) }).map(drop)
+}
+
+/// CPU time the calling thread has used (user + system).
+pub fn thread_cpu_time() -> std::time::Duration {
+    // SAFETY: all-zero is a valid timespec; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { mem::zeroed() };
+    // SAFETY: a valid clock id and a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

@@ -8,12 +8,14 @@ use common::*;
 
 /// The metric a `/status` figure must have: `ringcast_{scope}_{key}`, with a
 /// counter's `_total` and the units spelled out (`_s` → `_seconds`, `_ms` →
-/// `_milliseconds`); the process figures keep Prometheus' standard names.
+/// `_milliseconds`, `_us` → `_microseconds`); the process figures keep Prometheus' standard names.
 fn metric_names(scope: &str, key: &str) -> Vec<String> {
     if scope == "process" && key == "rss_bytes" {
         return vec!["ringcast_process_resident_memory_bytes".into()];
     }
-    let key = if let Some(k) = key.strip_suffix("_ms") {
+    let key = if let Some(k) = key.strip_suffix("_us") {
+        format!("{k}_microseconds")
+    } else if let Some(k) = key.strip_suffix("_ms") {
         format!("{k}_milliseconds")
     } else if let Some(k) = key.strip_suffix("_s") {
         format!("{k}_seconds")

@@ -1,0 +1,1010 @@
+//! One listener: its compact record in the shard's table and the state
+//! machine that writes frames to it.
+//!
+//! A [`Listener`] is the cursor of one HTTP response into its stream's ring
+//! plus its counters. [`Listener::try_send`] gathers everything pending —
+//! owned bytes first (the response head, the stream header, a copied frame
+//! remainder or an MP3 lead-in), then frames straight from the ring slots —
+//! into one vectored send, and validates every slot it sent from (the seqlock
+//! check after the send). Nothing is copied per listener on this path.
+//!
+//! # Whole frames, always
+//!
+//! - A listener that fell behind the writer's reach ([`SendCtx::guard`]) is
+//!   *lapped*: at a frame boundary it jumps to the newest frame, its skipped
+//!   count grows (and an MP3 listener gets a lead-in first).
+//! - When a send takes part of a frame, the rest of that frame is copied out
+//!   of the ring at once (validated), so the writer can overwrite the slot
+//!   while the listener waits for room; the frame is completed from the copy.
+//! - A frame whose slot was overwritten while being sent ends the listener
+//!   (torn): bytes on the wire cannot be taken back.
+//! - A listener blocked at a frame boundary holds nothing: when its socket
+//!   has room again it skips forward if it was lapped and sends from the ring.
+//!
+//! # Memory
+//!
+//! A caught-up listener owns no heap memory: [`Listener`] is a fixed-size
+//! record ([`LISTENER_BYTES`], checked by a test) and the owned bytes above
+//! live in a boxed [`Owned`] only while they are pending. The socket itself
+//! is the only other per-listener resource (its send queue is bounded by
+//! `TCP_NOTSENT_LOWAT`, see `engine.rs`).
+//!
+//! The state machine is generic over [`Transport`] (the real `sendmsg`, or a
+//! scripted socket in the unit tests below), so it is tested without a
+//! subprocess.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::FramerKind;
+use crate::reservoir;
+use crate::ring::Ring;
+use crate::stats::ClientStats;
+use crate::stream::Stream;
+use crate::sys::{self, io_slice, IoSlice, SendResult};
+
+/// Most pieces in one vectored send (owned pieces + frames).
+pub const MAX_IOV: usize = 64;
+/// Most bytes asked of one vectored send.
+pub const MAX_SEND_BYTES: usize = 256 * 1024;
+/// Most bytes of frames copied out of the ring for one send when the writer
+/// is too fast for any slot to be sent from in place.
+pub const MAX_COPY_BYTES: usize = 64 * 1024;
+
+/// Bytes of one listener record in the shard's table (checked by a test):
+/// the whole per-listener memory of a caught-up listener.
+pub const LISTENER_BYTES: usize = 152;
+
+/// Where the bytes of one vectored send go: the listener's socket, or a
+/// scripted socket in tests.
+pub trait Transport {
+    /// Send the slices (non-blocking, no SIGPIPE).
+    ///
+    /// # Safety
+    ///
+    /// Every slice must point to readable memory that stays mapped during the
+    /// call (ring slots may change under it; the caller validates).
+    unsafe fn send(&mut self, iov: &[IoSlice]) -> SendResult;
+}
+
+/// The real socket.
+pub struct Socket(pub RawFd);
+
+impl Transport for Socket {
+    unsafe fn send(&mut self, iov: &[IoSlice]) -> SendResult {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { sys::send_vectored(self.0, iov) }
+    }
+}
+
+/// Reusable buffers for building one vectored send, one per shard (a send
+/// never awaits, so the shard's listeners take turns with them).
+#[derive(Debug, Default)]
+pub struct SendScratch {
+    iov: Vec<IoSlice>,
+    /// For each frame piece: (frame number, full length, bytes in the piece).
+    pieces: Vec<(u64, usize, usize)>,
+}
+
+impl SendScratch {
+    /// Buffers with room for the largest send.
+    pub fn new() -> SendScratch {
+        SendScratch {
+            iov: Vec::with_capacity(MAX_IOV),
+            pieces: Vec::with_capacity(MAX_IOV),
+        }
+    }
+}
+
+/// What the state machine needs of the shard for one send.
+pub struct SendCtx<'a> {
+    /// The listener's stream.
+    pub stream: &'a Stream,
+    /// This shard's counters of that stream.
+    pub stats: &'a ClientStats,
+    /// Slots kept between a listener and the writer: a listener whose next
+    /// frame is within this many slots of being overwritten is lapped (at
+    /// least the ring's guard, and more than the writer can publish during
+    /// one send — see `Stream::writer_reach`).
+    pub guard: u64,
+    /// The writer can lap the whole ring during one send: frames are copied
+    /// (validated) before they are sent, never sent from their slots.
+    pub copy_all: bool,
+    /// The shard's buffers.
+    pub scratch: &'a mut SendScratch,
+}
+
+/// What one call of [`Listener::try_send`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Bytes went out; more may be pending (call again).
+    Progress,
+    /// Nothing is pending: wait for a new frame.
+    CaughtUp,
+    /// The socket has no room: wait until it has.
+    Blocked,
+    /// The response is over.
+    Finished(End),
+}
+
+/// Why a listener's response ended. One enum for every way out; the teardown
+/// (`engine.rs`) counts and logs each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// `client-max-bytes` reached after whole frames.
+    MaxBytes,
+    /// A frame being sent was overwritten (torn) or could not be completed.
+    Torn,
+    /// The peer went away or the socket failed.
+    Gone,
+    /// The stream ended for good and the listener got every frame.
+    StreamEnded,
+    /// The server is stopping.
+    Stopping,
+    /// The listener sent more than a listener may (it is not a player).
+    UnexpectedInput,
+}
+
+impl End {
+    /// The reason as the end-of-listener log line writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            End::MaxBytes => "client-max-bytes",
+            End::Torn => "torn",
+            End::Gone => "gone",
+            End::StreamEnded => "stream ended",
+            End::Stopping => "server stopping",
+            End::UnexpectedInput => "unexpected input",
+        }
+    }
+}
+
+/// Owned bytes that go out before ring frames, present only while pending.
+#[derive(Debug, Default)]
+struct Owned {
+    /// The response head (status line and headers) and how much went out.
+    head: Vec<u8>,
+    head_pos: usize,
+    /// The stream header (shared with the stream) and how much went out.
+    prefix: Option<Arc<[u8]>>,
+    prefix_pos: usize,
+    /// Frame bytes copied out of the ring: the remainder of a frame a send
+    /// took part of, an MP3 lead-in, or frames copied because the writer is
+    /// too fast. Always ends at a frame end.
+    tail: Vec<u8>,
+    tail_pos: usize,
+    /// Whole frames in `tail`.
+    tail_frames: u64,
+}
+
+impl Owned {
+    fn pending(&self) -> bool {
+        self.head_pos < self.head.len() || self.prefix.is_some() || self.tail_pos < self.tail.len()
+    }
+}
+
+// Flag bits of `Listener::flags`.
+/// The stream header has not been taken yet.
+const NEEDS_HEADER: u8 = 1;
+/// Ogg: a connected listener gets a new logical stream's header in-band.
+const RESEND_HEADERS: u8 = 2;
+/// MP3 layer III: joins and skips get a bit-reservoir lead-in.
+const MP3: u8 = 4;
+/// A lead-in is due before frame `next`.
+const LEADIN_DUE: u8 = 8;
+/// The socket had no room; waiting for it (the engine's readiness wait).
+const BLOCKED: u8 = 16;
+
+/// One listener's record in its shard's table.
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket; closed when the record is dropped (which also removes it
+    /// from the shard's epoll set).
+    fd: OwnedFd,
+    /// Unique listener number (per process).
+    pub id: u64,
+    /// Next frame (number) to send from the ring.
+    pub next: u64,
+    /// First frame of the header this listener got.
+    header_from: u64,
+    /// End the response after the whole frame that reaches this many frame
+    /// bytes; 0 = never.
+    max_bytes: u64,
+    /// Frame bytes of frames sent whole or moved into the tail.
+    body_bytes: u64,
+    /// Body bytes written to the socket (header bytes and frames; the
+    /// response head is not counted).
+    pub bytes_sent: u64,
+    /// Whole frames written.
+    pub frames_sent: u64,
+    /// Frames skipped because the listener was lapped.
+    pub frames_skipped: u64,
+    /// When it connected.
+    pub connected: Instant,
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Pending owned bytes (none while caught up).
+    owned: Option<Box<Owned>>,
+    /// Bytes of frame `next` already sent from its slot (a partial send; its
+    /// remainder is copied to the tail right after, so this is 0 between
+    /// calls).
+    offset: u32,
+    /// `NEEDS_HEADER | RESEND_HEADERS | MP3 | LEADIN_DUE | BLOCKED`.
+    flags: u8,
+    /// The stream it listens to (its group in the shard's table).
+    pub stream_id: u64,
+    /// Bytes the listener sent after its request (it should send none).
+    input: u32,
+    /// Engine bookkeeping: the generation of the table slot (in event tokens).
+    pub slot_gen: u32,
+    /// Engine bookkeeping: position in its stream group's member list.
+    pub member_pos: u32,
+}
+
+/// Listener ids are handed out from here.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Listener {
+    /// A listener of `stream` on socket `fd`, starting at frame `start`,
+    /// with `head` (the response head) to send first.
+    pub fn new(
+        stream: &Stream,
+        fd: OwnedFd,
+        peer: SocketAddr,
+        start: u64,
+        head: Vec<u8>,
+    ) -> Listener {
+        let config = stream.config();
+        let mut flags = NEEDS_HEADER;
+        if config.framer == FramerKind::Ogg {
+            flags |= RESEND_HEADERS;
+        }
+        if config.framer == FramerKind::Mp3 {
+            flags |= MP3 | LEADIN_DUE;
+        }
+        let owned = (!head.is_empty()).then(|| {
+            Box::new(Owned {
+                head,
+                ..Owned::default()
+            })
+        });
+        Listener {
+            fd,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            next: start,
+            header_from: 0,
+            max_bytes: config.client_max_bytes,
+            body_bytes: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            frames_skipped: 0,
+            connected: Instant::now(),
+            peer,
+            owned,
+            offset: 0,
+            flags,
+            stream_id: stream.id,
+            input: 0,
+            slot_gen: 0,
+            member_pos: 0,
+        }
+    }
+
+    /// Count `n` bytes of input from the listener; returns the total.
+    pub fn note_input(&mut self, n: usize) -> u32 {
+        self.input = self.input.saturating_add(n.min(u32::MAX as usize) as u32);
+        self.input
+    }
+
+    /// The socket.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// True while waiting for room in the socket.
+    pub fn blocked(&self) -> bool {
+        self.flags & BLOCKED != 0
+    }
+
+    /// The socket has room again (a readiness event).
+    pub fn unblock(&mut self) {
+        self.flags &= !BLOCKED;
+    }
+
+    /// True when nothing is half-sent: the response could end here cleanly.
+    pub fn at_boundary(&self) -> bool {
+        self.offset == 0 && !self.owned_pending()
+    }
+
+    /// True when the response has all the frames `client-max-bytes` allows.
+    fn limit_reached(&self) -> bool {
+        self.max_bytes > 0 && self.body_bytes >= self.max_bytes
+    }
+
+    fn owned_pending(&self) -> bool {
+        self.owned.as_ref().is_some_and(|o| o.pending())
+    }
+
+    fn owned(&mut self) -> &mut Owned {
+        self.owned.get_or_insert_with(Box::default)
+    }
+
+    /// Free the owned bytes once all are out (the tail buffer goes back to
+    /// the shard's pool): a caught-up listener holds no heap memory.
+    fn release_owned(&mut self) {
+        if let Some(o) = &self.owned {
+            if !o.pending() {
+                if let Some(o) = self.owned.take() {
+                    give_back(o.tail);
+                }
+            }
+        }
+    }
+
+    /// Heap bytes this listener owns now (0 while caught up).
+    pub fn heap_bytes(&self) -> usize {
+        self.owned.as_ref().map_or(0, |o| {
+            std::mem::size_of::<Owned>() + o.head.capacity() + o.tail.capacity()
+        })
+    }
+
+    /// If the listener fell within `guard` slots of the writer, jump to the
+    /// newest frame (only at a frame boundary in the ring: a half-sent frame
+    /// is completed from its copy first).
+    fn skip_if_lapped(&mut self, ring: &Ring, head: u64, guard: u64, stats: &ClientStats) {
+        let cap = ring.capacity();
+        let oldest = head.saturating_sub(cap.saturating_sub(guard.min(cap - 1)));
+        if self.offset == 0 && head > 0 && self.next < oldest {
+            let newest = head - 1;
+            let skipped = newest - self.next;
+            self.frames_skipped += skipped;
+            stats.frames_skipped.add(skipped);
+            stats.laps.inc();
+            self.next = newest;
+            if self.flags & MP3 != 0 {
+                self.flags |= LEADIN_DUE;
+            }
+        }
+    }
+
+    /// Take the stream's header bytes before the first frame goes out.
+    fn take_header(&mut self, stream: &Stream) {
+        self.flags &= !NEEDS_HEADER;
+        let h = stream.header_for(self.next);
+        self.header_from = h.first_frame;
+        if !h.bytes.is_empty() {
+            let o = self.owned();
+            o.prefix = Some(h.bytes);
+            o.prefix_pos = 0;
+        }
+    }
+
+    /// Before the first frame after a join or a skip of an MP3 stream: put
+    /// the lead-in that carries frame `next`'s bit reservoir into the tail.
+    fn build_leadin(&mut self, stream: &Stream, head: u64) {
+        self.flags &= !LEADIN_DUE;
+        let ring = &stream.ring;
+        let floor = stream.session_start().max(ring.oldest_safe(head));
+        let mut tail = take_buffer();
+        match reservoir::lead_in(ring, self.next, floor, &mut tail) {
+            Some(frames) if frames > 0 => {
+                self.body_bytes += tail.len() as u64;
+                let o = self.owned();
+                o.tail = tail;
+                o.tail_pos = 0;
+                o.tail_frames = frames;
+            }
+            _ => give_back(tail),
+        }
+    }
+
+    /// The writer is too fast to send from slots: copy frames from `next`
+    /// (validated, whole frames, at most [`MAX_COPY_BYTES`]) into the tail.
+    fn copy_frames(&mut self, ring: &Ring, head: u64, until: u64) {
+        let mut tail = take_buffer();
+        let mut frames = 0;
+        while self.next < head.min(until) && tail.len() < MAX_COPY_BYTES && !self.limit_reached() {
+            let before = tail.len();
+            if !ring.append_frame(self.next, &mut tail) {
+                // Overwritten already: the lap check moves the listener on.
+                break;
+            }
+            self.body_bytes += (tail.len() - before) as u64;
+            frames += 1;
+            self.next += 1;
+        }
+        if frames == 0 {
+            give_back(tail);
+            return;
+        }
+        let o = self.owned();
+        o.tail = tail;
+        o.tail_pos = 0;
+        o.tail_frames = frames;
+    }
+
+    /// Send everything pending in one vectored send.
+    pub fn try_send<T: Transport>(&mut self, ctx: &mut SendCtx<'_>, out: &mut T) -> Step {
+        let stream = ctx.stream;
+        let ring = &*stream.ring;
+        let head = ring.head();
+        if self.flags & NEEDS_HEADER != 0 && head > self.next {
+            self.take_header(stream);
+        }
+        if !self.owned_pending() {
+            self.skip_if_lapped(ring, head, ctx.guard, ctx.stats);
+        }
+        if self.flags & (LEADIN_DUE | NEEDS_HEADER) == LEADIN_DUE
+            && self.at_boundary()
+            && head > self.next
+        {
+            self.build_leadin(stream, head);
+        }
+        // A new logical stream begins at `new_header`: its header goes out
+        // before its first frame.
+        let mut new_header = u64::MAX;
+        if self.flags & RESEND_HEADERS != 0 {
+            let lh = stream.latest_header_frame();
+            if lh != u64::MAX && lh > self.header_from {
+                new_header = lh;
+            }
+        }
+        if new_header <= self.next && self.flags & NEEDS_HEADER == 0 && self.at_boundary() {
+            self.take_header(stream);
+            new_header = u64::MAX;
+        }
+        if ctx.copy_all && self.flags & NEEDS_HEADER == 0 && self.at_boundary() {
+            self.copy_frames(ring, head, new_header);
+        }
+
+        let SendScratch { iov, pieces } = &mut *ctx.scratch;
+        iov.clear();
+        pieces.clear();
+        let mut total = 0usize;
+        if let Some(o) = &self.owned {
+            if o.head_pos < o.head.len() {
+                let rest = &o.head[o.head_pos..];
+                iov.push(io_slice(rest.as_ptr(), rest.len()));
+                total += rest.len();
+            }
+            if let Some(p) = &o.prefix {
+                let rest = &p[o.prefix_pos..];
+                iov.push(io_slice(rest.as_ptr(), rest.len()));
+                total += rest.len();
+            }
+            if o.tail_pos < o.tail.len() {
+                let rest = &o.tail[o.tail_pos..];
+                iov.push(io_slice(rest.as_ptr(), rest.len()));
+                total += rest.len();
+            }
+        }
+        let owned_pieces = iov.len();
+        let cap = ring.capacity();
+        // Frames older than this could be overwritten during the send.
+        let floor = head.saturating_sub(cap.saturating_sub(ctx.guard.min(cap - 1)));
+        let mut planned = self.body_bytes;
+        let mut n = self.next;
+        // Header bytes must go before the first frame; if they are not taken
+        // yet (no frame was available a moment ago) add no frame now.
+        while self.flags & NEEDS_HEADER == 0
+            && !ctx.copy_all
+            && n < head
+            && iov.len() < MAX_IOV
+            && total < MAX_SEND_BYTES
+        {
+            if self.max_bytes > 0 && planned >= self.max_bytes {
+                break;
+            }
+            if n < floor || n >= new_header {
+                // Too close to the writer (the lap check moves the listener
+                // on next time), or a new logical stream's header goes first.
+                break;
+            }
+            let Some(f) = ring.frame(n) else {
+                // Lapped since we read head: the next call skips forward.
+                break;
+            };
+            iov.push(io_slice(f.ptr, f.len));
+            pieces.push((n, f.len, f.len));
+            total += f.len;
+            planned += f.len as u64;
+            n += 1;
+        }
+        if iov.is_empty() {
+            if head > self.next
+                && self.at_boundary()
+                && !self.limit_reached()
+                && self.flags & NEEDS_HEADER == 0
+                && self.next < floor
+            {
+                // A frame exists but the writer reached it: go round again,
+                // the lap check will move us forward.
+                return Step::Progress;
+            }
+            if self.limit_reached() && self.at_boundary() {
+                return Step::Finished(End::MaxBytes);
+            }
+            return Step::CaughtUp;
+        }
+
+        // SAFETY: every iovec points either into `self.owned` (untouched
+        // until the call returns) or into ring slots, which stay mapped while
+        // the stream (and its ring) is alive — the caller holds it. Slot bytes
+        // may change during the call; that is detected below.
+        let result = unsafe { out.send(iov) };
+        iov.clear();
+        let sent = match result {
+            SendResult::Sent(k) => k,
+            SendResult::WouldBlock => {
+                ctx.stats.would_block.inc();
+                self.flags |= BLOCKED;
+                return Step::Blocked;
+            }
+            SendResult::Failed(_) => return Step::Finished(End::Gone),
+        };
+        ctx.stats.sends.inc();
+        let mut left = sent;
+
+        // Owned pieces first. The response head is not body: the byte
+        // counters (as streamserve's log line) count the body only.
+        let mut head_bytes = 0;
+        if owned_pieces > 0 {
+            if let Some(o) = &mut self.owned {
+                let used = (o.head.len() - o.head_pos).min(left);
+                o.head_pos += used;
+                left -= used;
+                head_bytes = used;
+                if let Some(p) = &o.prefix {
+                    let used = (p.len() - o.prefix_pos).min(left);
+                    o.prefix_pos += used;
+                    left -= used;
+                    if o.prefix_pos == p.len() {
+                        o.prefix = None;
+                        o.prefix_pos = 0;
+                    }
+                }
+                if o.tail_pos < o.tail.len() {
+                    let used = (o.tail.len() - o.tail_pos).min(left);
+                    o.tail_pos += used;
+                    left -= used;
+                    if o.tail_pos == o.tail.len() {
+                        self.frames_sent += o.tail_frames;
+                        ctx.stats.frames_out.add(o.tail_frames);
+                        o.tail_frames = 0;
+                    }
+                }
+            }
+        }
+        let body = (sent - head_bytes) as u64;
+        ctx.stats.bytes_out.add(body);
+        self.bytes_sent += body;
+        // Then ring frames: validate each one any byte of which went out.
+        for &(num, full, _) in pieces.iter() {
+            if left == 0 {
+                break;
+            }
+            if !ring.still_valid(num) {
+                return Step::Finished(End::Torn);
+            }
+            if left >= full {
+                left -= full;
+                self.next = num + 1;
+                self.body_bytes += full as u64;
+                self.frames_sent += 1;
+                ctx.stats.frames_out.inc();
+            } else {
+                self.offset = left as u32;
+                left = 0;
+            }
+        }
+        if self.offset > 0 {
+            // A frame went out in part: the socket is full. Copy its rest out
+            // of the ring now, while the slot still holds it, so the writer
+            // cannot overwrite it before the listener has room again.
+            let (n, offset) = (self.next, self.offset as usize);
+            let mut tail = match self.owned.as_mut() {
+                Some(o) if o.tail.capacity() > 0 => std::mem::take(&mut o.tail),
+                _ => take_buffer(),
+            };
+            if !ring.copy_frame_from(n, offset, &mut tail) {
+                give_back(tail);
+                return Step::Finished(End::Torn);
+            }
+            self.body_bytes += (offset + tail.len()) as u64;
+            self.next += 1;
+            self.offset = 0;
+            let o = self.owned();
+            o.tail = tail;
+            o.tail_pos = 0;
+            o.tail_frames = 1;
+        }
+        self.release_owned();
+        Step::Progress
+    }
+
+    /// Bytes of the response still owned and pending (for tests and status).
+    pub fn owned_bytes_pending(&self) -> usize {
+        self.owned.as_ref().map_or(0, |o| {
+            (o.head.len() - o.head_pos)
+                + o.prefix.as_ref().map_or(0, |p| p.len() - o.prefix_pos)
+                + (o.tail.len() - o.tail_pos)
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(o) = self.owned.take() {
+            give_back(o.tail);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The shard's pool of tail buffers
+// ---------------------------------------------------------------------------
+
+/// Buffers for owned frame bytes, kept per shard thread so that a listener
+/// that copies (a lead-in, a partial frame, a fast writer) does not allocate
+/// and fault in fresh memory every time, while caught-up listeners hold none.
+const POOL_BUFFERS: usize = 16;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A tail buffer from the pool (empty, maybe with capacity).
+fn take_buffer() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Give a tail buffer back to the pool (or drop it when the pool is full or
+/// the buffer is unusually large).
+fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > 4 * MAX_COPY_BYTES {
+        return;
+    }
+    buf.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_BUFFERS {
+            p.push(buf);
+        }
+    });
+}
+
+/// One listener as `/status/clients` shows it: a copy of its figures, made
+/// by its shard when asked (no per-listener `Arc` or lock).
+#[derive(Debug, Clone)]
+pub struct ListenerRow {
+    /// Unique listener number.
+    pub id: u64,
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// The stream it listens to.
+    pub stream_id: u64,
+    /// The shard serving it.
+    pub shard: usize,
+    /// Seconds since it connected.
+    pub connected_s: f64,
+    /// Bytes written to it.
+    pub bytes_sent: u64,
+    /// Whole frames written.
+    pub frames_sent: u64,
+    /// Frames skipped after being lapped.
+    pub frames_skipped: u64,
+    /// Frames between it and the newest frame.
+    pub lag_frames: u64,
+    /// Bytes queued in its socket that the kernel has not sent yet.
+    pub unsent_bytes: u64,
+    /// True while it waits for room in its socket.
+    pub blocked: bool,
+}
+
+impl Listener {
+    /// The listener's row for `/status/clients`.
+    pub fn row(&self, stream: &Stream, shard: usize) -> ListenerRow {
+        ListenerRow {
+            id: self.id,
+            peer: self.peer,
+            stream_id: stream.id,
+            shard,
+            connected_s: self.connected.elapsed().as_secs_f64(),
+            bytes_sent: self.bytes_sent,
+            frames_sent: self.frames_sent,
+            frames_skipped: self.frames_skipped,
+            lag_frames: stream.ring.head().saturating_sub(self.next),
+            unsent_bytes: sys::unsent_bytes(self.fd()).unwrap_or(0),
+            blocked: self.blocked(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Command, StreamConfig};
+    use crate::ring::RingWriter;
+    use crate::stream::SourceState;
+    use std::io;
+
+    /// A scripted socket: accepts up to `room` bytes per call (then
+    /// WouldBlock), records everything, or fails.
+    #[derive(Default)]
+    struct Script {
+        got: Vec<u8>,
+        room: Option<usize>,
+        fail: bool,
+        calls: usize,
+        /// Called between copying bytes and returning, to overwrite slots
+        /// "during" the send.
+        during: Option<Box<dyn FnMut()>>,
+    }
+
+    impl Transport for Script {
+        unsafe fn send(&mut self, iov: &[IoSlice]) -> SendResult {
+            self.calls += 1;
+            if self.fail {
+                return SendResult::Failed(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            let mut room = self.room.unwrap_or(usize::MAX);
+            if room == 0 {
+                return SendResult::WouldBlock;
+            }
+            let mut n = 0;
+            for v in iov {
+                let take = v.iov_len.min(room);
+                // SAFETY: the state machine hands valid slices (the contract
+                // under test).
+                let s = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, take) };
+                self.got.extend_from_slice(s);
+                n += take;
+                room -= take;
+                if room == 0 {
+                    break;
+                }
+            }
+            if let Some(r) = &mut self.room {
+                *r -= n;
+            }
+            if let Some(f) = &mut self.during {
+                f();
+            }
+            SendResult::Sent(n)
+        }
+    }
+
+    fn config(args: &[&str]) -> StreamConfig {
+        let mut v: Vec<std::ffi::OsString> = vec!["-path".into(), "/dev/null".into()];
+        v.extend(args.iter().map(|a| std::ffi::OsString::from(*a)));
+        match crate::config::parse_args(v, false).unwrap() {
+            Command::Run(mut c) => c.streams.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn stream(args: &[&str]) -> (Arc<Stream>, RingWriter) {
+        let s = Arc::new(Stream::new(config(args), 1).unwrap());
+        let w = RingWriter::new(s.ring.clone());
+        (s, w)
+    }
+
+    fn frame(n: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (n as usize * 31 + i) as u8).collect()
+    }
+
+    fn listener(s: &Stream, start: u64, head: &[u8]) -> Listener {
+        // A real descriptor the record can own and close (never written to:
+        // the tests send through `Script`).
+        let fd = sys::dup(0).unwrap_or_else(|_| sys::dup(1).unwrap());
+        Listener::new(s, fd, "127.0.0.1:9".parse().unwrap(), start, head.to_vec())
+    }
+
+    /// Call try_send until it stops making progress.
+    fn pump(l: &mut Listener, s: &Stream, guard: u64, copy_all: bool, out: &mut Script) -> Step {
+        let mut scratch = SendScratch::new();
+        for _ in 0..1000 {
+            let mut ctx = SendCtx {
+                stream: s,
+                stats: &s.client_stats[0],
+                guard,
+                copy_all,
+                scratch: &mut scratch,
+            };
+            match l.try_send(&mut ctx, out) {
+                Step::Progress => continue,
+                other => return other,
+            }
+        }
+        panic!("no end to progress")
+    }
+
+    #[test]
+    fn a_caught_up_listener_record_is_small_and_owns_nothing() {
+        assert_eq!(std::mem::size_of::<Listener>(), LISTENER_BYTES);
+        let (s, mut w) = stream(&["-frame-bytes", "10"]);
+        s.set_state(SourceState::Running);
+        let mut l = listener(&s, 0, b"HEAD");
+        assert!(l.heap_bytes() > 0, "the response head is owned until sent");
+        w.publish(&frame(0, 10));
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        assert_eq!(l.heap_bytes(), 0, "caught up: no heap");
+        let mut want = b"HEAD".to_vec();
+        want.extend(frame(0, 10));
+        assert_eq!(out.got, want);
+    }
+
+    #[test]
+    fn header_goes_first_then_whole_frames_in_one_send() {
+        let (s, mut w) = stream(&["-frame-bytes", "8", "-header-bytes", "3"]);
+        s.begin_session(0, b"HDR".to_vec());
+        for n in 0..5 {
+            w.publish(&frame(n, 8));
+        }
+        let mut l = listener(&s, 0, b"");
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        let mut want = b"HDR".to_vec();
+        for n in 0..5 {
+            want.extend(frame(n, 8));
+        }
+        assert_eq!(out.got, want);
+        assert_eq!(out.calls, 1, "one vectored send");
+        assert_eq!((l.frames_sent, l.next), (5, 5));
+    }
+
+    #[test]
+    fn a_partial_send_completes_the_frame_from_its_copy_after_being_lapped() {
+        let (s, mut w) = stream(&["-frame-bytes", "100", "-source-buffer", "8"]);
+        s.set_state(SourceState::Running);
+        for n in 0..3 {
+            w.publish(&frame(n, 100));
+        }
+        let mut l = listener(&s, 0, b"");
+        let mut out = Script {
+            room: Some(150),
+            ..Script::default()
+        };
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::Blocked);
+        assert!(l.blocked());
+        assert_eq!(l.owned_bytes_pending(), 50, "the rest of frame 1 is copied");
+        // The writer laps the listener while it waits.
+        for n in 3..40 {
+            w.publish(&frame(n, 100));
+        }
+        l.unblock();
+        out.room = None;
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        // Frames 0 and 1 whole, then a skip to the newest frame (39).
+        let mut want = frame(0, 100);
+        want.extend(frame(1, 100));
+        want.extend(frame(39, 100));
+        assert_eq!(out.got, want);
+        assert_eq!(l.frames_skipped, 39 - 2);
+        assert_eq!(s.client_stats[0].laps.get(), 1);
+        assert_eq!(l.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn blocked_at_a_boundary_holds_nothing() {
+        let (s, mut w) = stream(&["-frame-bytes", "10"]);
+        s.set_state(SourceState::Running);
+        w.publish(&frame(0, 10));
+        let mut l = listener(&s, 0, b"");
+        let mut out = Script {
+            room: Some(0),
+            ..Script::default()
+        };
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::Blocked);
+        assert_eq!(l.heap_bytes(), 0);
+        assert_eq!(s.client_stats[0].would_block.get(), 1);
+    }
+
+    #[test]
+    fn a_frame_overwritten_during_its_send_ends_the_listener_as_torn() {
+        let (s, w) = stream(&["-frame-bytes", "10", "-source-buffer", "4"]);
+        s.set_state(SourceState::Running);
+        let w = std::rc::Rc::new(std::cell::RefCell::new(w));
+        w.borrow_mut().publish(&frame(0, 10));
+        let mut l = listener(&s, 0, b"");
+        let writer = w.clone();
+        let mut out = Script {
+            // The writer laps the ring while the kernel copies.
+            during: Some(Box::new(move || {
+                for n in 1..6 {
+                    writer.borrow_mut().publish(&frame(n, 10));
+                }
+            })),
+            ..Script::default()
+        };
+        assert_eq!(
+            pump(&mut l, &s, 1, false, &mut out),
+            Step::Finished(End::Torn)
+        );
+    }
+
+    #[test]
+    fn client_max_bytes_ends_after_whole_frames() {
+        let (s, mut w) = stream(&["-frame-bytes", "10", "-client-max-bytes", "25"]);
+        s.set_state(SourceState::Running);
+        for n in 0..10 {
+            w.publish(&frame(n, 10));
+        }
+        let mut l = listener(&s, 0, b"");
+        let mut out = Script::default();
+        assert_eq!(
+            pump(&mut l, &s, 1, false, &mut out),
+            Step::Finished(End::MaxBytes)
+        );
+        // ceil(25 / 10) = 3 whole frames.
+        assert_eq!(out.got.len(), 30);
+    }
+
+    #[test]
+    fn a_failed_socket_is_gone() {
+        let (s, mut w) = stream(&["-frame-bytes", "10"]);
+        w.publish(&frame(0, 10));
+        let mut l = listener(&s, 0, b"H");
+        let mut out = Script {
+            fail: true,
+            ..Script::default()
+        };
+        assert_eq!(
+            pump(&mut l, &s, 1, false, &mut out),
+            Step::Finished(End::Gone)
+        );
+    }
+
+    #[test]
+    fn a_fast_writer_is_sent_from_validated_copies() {
+        let (s, mut w) = stream(&["-frame-bytes", "10", "-source-buffer", "8"]);
+        s.set_state(SourceState::Running);
+        for n in 0..6 {
+            w.publish(&frame(n, 10));
+        }
+        let mut l = listener(&s, 2, b"");
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 1, true, &mut out), Step::CaughtUp);
+        let want: Vec<u8> = (2..6).flat_map(|n| frame(n, 10)).collect();
+        assert_eq!(out.got, want);
+        assert_eq!(l.frames_sent, 4);
+        assert_eq!(l.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn the_guard_skips_a_listener_the_writer_could_reach_during_a_send() {
+        let (s, mut w) = stream(&["-frame-bytes", "10", "-source-buffer", "16"]);
+        s.set_state(SourceState::Running);
+        for n in 0..16 {
+            w.publish(&frame(n, 10));
+        }
+        // With a guard of 6, frames older than 16 - (16 - 6) = 6 are unsafe.
+        let mut l = listener(&s, 3, b"");
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 6, false, &mut out), Step::CaughtUp);
+        assert_eq!(out.got, frame(15, 10));
+        assert_eq!(l.frames_skipped, 12);
+    }
+
+    #[test]
+    fn ogg_listeners_get_a_new_logical_streams_header_before_its_first_page() {
+        let (s, mut w) = stream(&["-frame-filter", "ogg", "-frame-bytes", "10"]);
+        s.begin_session(0, Vec::new());
+        s.set_header(0, b"H1".to_vec());
+        w.publish(&frame(0, 10));
+        let mut l = listener(&s, 0, b"");
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        s.set_header(1, b"H2".to_vec());
+        w.publish(&frame(1, 10));
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        let mut want = b"H1".to_vec();
+        want.extend(frame(0, 10));
+        want.extend(b"H2");
+        want.extend(frame(1, 10));
+        assert_eq!(out.got, want);
+    }
+}
