@@ -1008,3 +1008,96 @@ mod tests {
         assert_eq!(out.got, want);
     }
 }
+
+#[cfg(test)]
+mod stress {
+    //! The listener against a writer that laps it, sockets that take any
+    //! number of bytes, and skips: the bytes that come out are whole frames.
+    use super::*;
+    use crate::config::Command;
+    use crate::ring::RingWriter;
+    use crate::stream::SourceState;
+    use proptest::prelude::*;
+
+    struct Room {
+        got: Vec<u8>,
+        plan: Vec<usize>,
+        at: usize,
+    }
+
+    impl Transport for Room {
+        unsafe fn send(&mut self, iov: &[IoSlice]) -> SendResult {
+            let room = self.plan[self.at % self.plan.len()];
+            self.at += 1;
+            if room == 0 {
+                return SendResult::WouldBlock;
+            }
+            let mut left = room;
+            let mut n = 0;
+            for v in iov {
+                let take = v.iov_len.min(left);
+                // SAFETY: valid slices (the contract under test).
+                let s = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, take) };
+                self.got.extend_from_slice(s);
+                n += take;
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
+            SendResult::Sent(n)
+        }
+    }
+
+    const F: usize = 16;
+
+    fn frame(n: u64) -> Vec<u8> {
+        let mut f = n.to_be_bytes().to_vec();
+        f.extend_from_slice(&(!n).to_be_bytes());
+        f
+    }
+
+    proptest! {
+        #[test]
+        fn output_is_whole_frames(
+            plan in proptest::collection::vec(0usize..40, 1..20),
+            bursts in proptest::collection::vec(0u64..12, 1..60),
+            guard in 1u64..4,
+        ) {
+            let args: Vec<std::ffi::OsString> = ["-path", "/dev/null", "-frame-bytes", "16", "-source-buffer", "8"]
+                .iter().map(|s| s.into()).collect();
+            let Command::Run(mut c) = crate::config::parse_args(args, false).unwrap() else { panic!() };
+            let s = Arc::new(Stream::new(c.streams.remove(0), 1).unwrap());
+            s.set_state(SourceState::Running);
+            let mut w = RingWriter::new(s.ring.clone());
+            let fd = sys::dup(0).unwrap_or_else(|_| sys::dup(1).unwrap());
+            let mut l = Listener::new(&s, fd, "127.0.0.1:9".parse().unwrap(), 0, Vec::new());
+            let mut out = Room { got: Vec::new(), plan, at: 0 };
+            let mut scratch = SendScratch::new();
+            let mut published = 0u64;
+            for b in bursts {
+                for _ in 0..b {
+                    w.publish(&frame(published));
+                    published += 1;
+                }
+                for _ in 0..4 {
+                    let mut ctx = SendCtx { stream: &s, stats: &s.client_stats[0], guard, copy_all: false, scratch: &mut scratch };
+                    match l.try_send(&mut ctx, &mut out) {
+                        Step::Progress => continue,
+                        Step::Blocked => { l.unblock(); break }
+                        Step::Finished(e) => prop_assert!(false, "ended {e:?}"),
+                        Step::CaughtUp => break,
+                    }
+                }
+            }
+            // Every complete 16 bytes is a whole frame, in increasing order.
+            let mut last = None;
+            for chunk in out.got.chunks_exact(F) {
+                let n = u64::from_be_bytes(chunk[..8].try_into().unwrap());
+                prop_assert_eq!(chunk.to_vec(), frame(n), "a torn or misaligned frame");
+                if let Some(p) = last { prop_assert!(n > p, "frames out of order: {} after {}", n, p); }
+                last = Some(n);
+            }
+        }
+    }
+}

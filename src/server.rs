@@ -325,7 +325,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             None => Placement::Unbound,
         };
         let shared = shared.clone();
-        let flush = Flush::Fixed(config.flush_interval);
+        let flush = match config.flush_interval {
+            None => Flush::Adaptive,
+            Some(d) => Flush::Fixed(d),
+        };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)

@@ -22,7 +22,7 @@ pub struct ServerShared {
     /// Set once to stop: shards stop accepting and end every response.
     pub shutdown: AtomicBool,
     /// Wait this long after a bell to gather frames before waking clients.
-    pub flush_interval: Duration,
+    pub flush_interval: Option<Duration>,
     /// Server-wide client limit (0 = none).
     pub max_clients: usize,
     /// Clients connected on all shards (connect/disconnect only).

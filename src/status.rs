@@ -195,11 +195,11 @@ pub const SERVER_FIGURES: &[Figure<Getter<ServerShared>>] = &[
     Figure {
         key: "flush_interval_ms",
         metric: "server_flush_interval_milliseconds",
-        help: "How long a shard may gather frames before it sends.",
+        help: "The fixed gathering window; -1 when adaptive (see each shard's gather_window_us).",
         kind: Kind::Gauge,
         unit: Unit::Millis,
         scope: Scope::Server,
-        get: |v| Value::Float(v.flush_interval.as_secs_f64() * 1000.0),
+        get: |v| Value::Float(v.flush_interval.map_or(-1.0, |d| d.as_secs_f64() * 1000.0)),
     },
 ];
 
@@ -722,7 +722,7 @@ mod tests {
         let bells: Arc<[crate::stream::Bell]> = (0..2).map(|_| Default::default()).collect();
         let server = ServerShared {
             shutdown: Default::default(),
-            flush_interval: std::time::Duration::from_millis(200),
+            flush_interval: None,
             max_clients: 0,
             clients: Default::default(),
             bells,

@@ -7,7 +7,7 @@
 //! admin_listen = "127.0.0.1:8081"  # optional: /status, /metrics, / there
 //! cpu_max = 2
 //! log_level = "info"
-//! flush_interval = "200ms"
+//! flush_interval = "auto"         # or a fixed gathering window, e.g. "200ms"
 //! listen_backlog = 4096
 //! max_clients = 0
 //! stat_log_interval = "1m"
@@ -519,7 +519,7 @@ content_type = "application/ogg"
         let c = parse(GOOD).unwrap();
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
-        assert_eq!(c.flush_interval, Duration::from_millis(50));
+        assert_eq!(c.flush_interval, Some(Duration::from_millis(50)));
         assert_eq!(c.streams.len(), 2);
         let a = &c.streams[0];
         assert_eq!(a.mount.as_deref(), Some("/a.mp3"));

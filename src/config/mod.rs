@@ -57,8 +57,6 @@ pub use file::{FileError, RESERVED_PATHS};
 pub use table::{cpus_online, usage, version};
 pub use values::{parse_address, parse_duration};
 
-/// Default of `-flush-interval` / `flush_interval`.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -149,8 +147,9 @@ pub struct Config {
     /// setuid/setgid to this user after binding; `None` = stay.
     pub uid: Option<u32>,
     /// How long a shard may wait after a new frame to gather more before it
-    /// sends (latency/CPU trade-off); zero = send every frame at once.
-    pub flush_interval: Duration,
+    /// sends (latency/CPU trade-off): `None` = adaptive (the default, see
+    /// `engine.rs`), `Some(0)` = send every frame at once.
+    pub flush_interval: Option<Duration>,
     /// Listen backlog asked of the kernel (capped by net.core.somaxconn).
     pub listen_backlog: u32,
     /// Server-wide client limit; 0 = unlimited (bounded by open files).

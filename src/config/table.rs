@@ -331,8 +331,8 @@ pub(crate) static TABLE: &[Def] = &[
         env: true,
         scope: Scope::Server,
         kind: Kind::Duration,
-        default: "200ms",
-        help: "longest wait to gather more frames into one send per client: CPU against latency, see tuning.md (0 = send every frame at once)",
+        default: "auto",
+        help: "how long a shard may gather frames into one send per listener: auto (adapts to the shard's load: at once when lightly loaded, up to 500ms under load), or a fixed duration (0 = every frame at once); see tuning.md",
         streamserve: false,
     },
     Def {

@@ -57,7 +57,7 @@ fn defaults() -> Config {
         cpu_max: cpus_online(),
         stat_log_interval: None,
         uid: None,
-        flush_interval: Duration::from_millis(200),
+        flush_interval: None,
         listen_backlog: 4096,
         max_clients: 0,
         log_level: log::LevelFilter::Info,
@@ -142,7 +142,7 @@ fn every_flag_in_all_four_spellings() {
         }),
         ("uid", Some("1234"), |c| c.uid = Some(1234)),
         ("flush-interval", Some("0"), |c| {
-            c.flush_interval = Duration::ZERO
+            c.flush_interval = Some(Duration::ZERO)
         }),
         ("listen-backlog", Some("128"), |c| c.listen_backlog = 128),
         ("max-clients", Some("10000"), |c| c.max_clients = 10000),
@@ -918,7 +918,7 @@ fn the_environment_beats_the_file() {
     ];
     let c = file_env(ONE, &[], &env).unwrap();
     assert_eq!(c.listen, vec!["127.0.0.1:0".parse().unwrap()]);
-    assert_eq!(c.flush_interval, Duration::ZERO);
+    assert_eq!(c.flush_interval, Some(Duration::ZERO));
     assert_eq!(c.cpu_max, 1);
     assert_eq!(c.streams[0].frame_bytes, 300);
     assert_eq!(
@@ -1135,11 +1135,15 @@ fn the_demo_is_the_same_on_the_command_line_and_in_the_file() {
 }
 
 #[test]
-fn the_flush_interval_default_is_the_constant() {
-    assert_eq!(
-        parse_duration(def(Setting::FlushInterval).default),
-        Ok(DEFAULT_FLUSH_INTERVAL)
-    );
+fn the_flush_interval_is_adaptive_unless_given() {
+    assert_eq!(def(Setting::FlushInterval).default, "auto");
+    assert_eq!(run_env(&[], &[]).flush_interval, None);
+    let c = run_env(&["-flush-interval", "auto"], &[]);
+    assert_eq!(c.flush_interval, None);
+    let c = run_env(&["-flush-interval", "250ms"], &[]);
+    assert_eq!(c.flush_interval, Some(Duration::from_millis(250)));
+    let c = run_env(&[], &[("RINGCAST_FLUSH_INTERVAL", "0")]);
+    assert_eq!(c.flush_interval, Some(Duration::ZERO));
 }
 
 // ---------------------------------------------------------------------------

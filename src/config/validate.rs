@@ -224,6 +224,16 @@ impl Check {
         }
     }
 
+    /// `auto` (adaptive gathering: `None`) or a fixed duration.
+    fn flush(&mut self, layer: &Layer) -> Option<Duration> {
+        let s = Setting::FlushInterval;
+        match self.text(layer, s) {
+            None => None,
+            Some((t, _)) if t.eq_ignore_ascii_case("auto") => None,
+            Some(_) => self.duration(layer, s),
+        }
+    }
+
     /// A duration where zero means "off".
     fn interval(&mut self, layer: &Layer, s: Setting) -> Option<Duration> {
         self.duration(layer, s).filter(|d| !d.is_zero())
@@ -283,9 +293,7 @@ impl Check {
         .unwrap_or_else(cpus_online);
         let stat_log_interval = self.interval(layer, Setting::StatLogInterval);
         let uid = self.uid(layer);
-        let flush_interval = self
-            .duration(layer, Setting::FlushInterval)
-            .unwrap_or(super::DEFAULT_FLUSH_INTERVAL);
+        let flush_interval = self.flush(layer);
         let listen_backlog = self.int(layer, Setting::ListenBacklog).unwrap_or(4096) as u32;
         let max_clients = self.usize(layer, Setting::MaxClients).unwrap_or(0);
         let log_level = self.log_level(layer);
