@@ -63,6 +63,10 @@ const RING_FRACTION: u64 = 4;
 const ENOUGH_BYTES: u64 = 64 * 1024;
 /// Sends per listener per pass before the next listener's turn.
 const SENDS_PER_PASS: usize = 4;
+/// Joins and ends after which a quiet shard gives freed memory back.
+const TRIM_AFTER: u64 = 256;
+/// How long it must have been quiet.
+const TRIM_QUIET: Duration = Duration::from_secs(1);
 /// Bytes a listener may send us after its request before it is dropped.
 const MAX_EXTRA_INPUT: u32 = 64 * 1024;
 
@@ -147,6 +151,10 @@ pub struct Engine {
     /// Set when stopping: listeners end at their next frame boundary, all
     /// of them by this deadline.
     stop_by: Option<Instant>,
+    /// Joins and ends since the allocator last gave freed memory back, and
+    /// when the last one was.
+    churn: u64,
+    last_churn: Instant,
 }
 
 impl std::fmt::Debug for Engine {
@@ -184,6 +192,8 @@ impl Engine {
                 busy: 0.0,
             },
             stop_by: None,
+            churn: 0,
+            last_churn: Instant::now(),
         })
     }
 
@@ -230,6 +240,7 @@ impl Engine {
             log::debug!("TCP_NOTSENT_LOWAT on a listener socket: {e}");
         }
         let mut listener = Listener::new(stream, fd, peer, start, head);
+        listener.queue_bound = bound;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -255,6 +266,7 @@ impl Engine {
             log::warn!("cannot watch a listener socket: {e}");
         }
         self.slots[slot as usize] = Some(listener);
+        self.note_churn();
         self.send(slot, stream.id);
     }
 
@@ -279,6 +291,7 @@ impl Engine {
             }
         }
         self.answer_snapshot();
+        self.maybe_trim(now);
         if let Some(by) = self.stop_by {
             self.end_at_boundaries(now >= by);
         }
@@ -454,6 +467,7 @@ impl Engine {
         };
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
+        self.note_churn();
         let mut stream = None;
         if let Some(g) = self.groups.get_mut(&listener.stream_id) {
             let pos = listener.member_pos as usize;
@@ -497,7 +511,7 @@ impl Engine {
         log::info!(
             "client {} -- {:.3}s elapsed {} bytes {} frames + {} skipped reason={}",
             listener.peer,
-            listener.connected.elapsed().as_secs_f64(),
+            listener.connected_for().as_secs_f64(),
             listener.bytes_sent,
             listener.frames_sent,
             listener.frames_skipped,
@@ -522,6 +536,23 @@ impl Engine {
                 _ => {}
             }
         }
+    }
+
+    /// After a burst of joins or ends (a join storm, a mass disconnect), once
+    /// it has been quiet for a second, give the memory the request phase
+    /// used back to the kernel: freed request tasks and buffers would
+    /// otherwise stay in the shard's malloc arena as resident memory.
+    fn maybe_trim(&mut self, now: Instant) {
+        if self.churn >= TRIM_AFTER && now.saturating_duration_since(self.last_churn) >= TRIM_QUIET
+        {
+            self.churn = 0;
+            sys::release_free_memory();
+        }
+    }
+
+    fn note_churn(&mut self) {
+        self.churn += 1;
+        self.last_churn = Instant::now();
     }
 
     /// Measure the busy fraction once per [`LOAD_INTERVAL`] and adapt.
@@ -635,5 +666,199 @@ mod tests {
         let tail = &history[30..];
         assert!(tail.iter().all(|x| *x == tail[0]), "{history:?}");
         assert!(busy_at(tail[0]) <= BUSY_HIGH, "{:?}", tail[0]);
+    }
+
+    // -----------------------------------------------------------------------
+    // The table against real sockets (Unix socket pairs), no subprocess.
+    // -----------------------------------------------------------------------
+
+    use crate::config::Command;
+    use crate::ring::RingWriter;
+    use crate::sys::EventFd;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+
+    fn server() -> Arc<ServerShared> {
+        Arc::new(ServerShared::new(
+            1,
+            Some(Duration::ZERO),
+            0,
+            false,
+            Arc::new(EventFd::new().unwrap()),
+        ))
+    }
+
+    fn stream(args: &[&str]) -> (Arc<Stream>, RingWriter) {
+        let mut v: Vec<std::ffi::OsString> = vec!["-path".into(), "/dev/null".into()];
+        v.extend(args.iter().map(|a| std::ffi::OsString::from(*a)));
+        let Command::Run(mut c) = crate::config::parse_args(v, false).unwrap() else {
+            panic!()
+        };
+        let s = Arc::new(Stream::new(c.streams.remove(0), 1).unwrap());
+        let w = RingWriter::new(s.ring.clone());
+        (s, w)
+    }
+
+    /// A connected pair: the engine's end (non-blocking) and the test's.
+    fn pair() -> (OwnedFd, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // SAFETY: `a`'s descriptor is moved out of `a` (into_raw_fd) and
+        // owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(a)) };
+        (fd, b)
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    /// Tick until `cond` or 10 s.
+    fn tick_until(e: &mut Engine, mut cond: impl FnMut(&Engine) -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            e.tick(Instant::now());
+            if cond(e) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    fn join(e: &mut Engine, s: &Arc<Stream>, start: u64) -> UnixStream {
+        let (fd, peer_end) = pair();
+        s.try_join();
+        e.server.clients.fetch_add(1, Ordering::AcqRel);
+        e.join(s, fd, peer(), start, b"HEAD\n".to_vec());
+        peer_end
+    }
+
+    #[test]
+    fn a_listener_gets_the_head_then_frames_as_they_come() {
+        let server = server();
+        let mut e = Engine::new(0, server, Flush::Fixed(Duration::ZERO)).unwrap();
+        let (s, mut w) = stream(&["-frame-bytes", "4"]);
+        s.set_state(SourceState::Running);
+        let mut c = join(&mut e, &s, 0);
+        assert_eq!(e.len(), 1);
+        let mut head = [0u8; 5];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HEAD\n");
+        for n in 0..3u8 {
+            w.publish(&[n; 4]);
+        }
+        e.tick(Instant::now());
+        let mut body = [0u8; 12];
+        c.read_exact(&mut body).unwrap();
+        assert_eq!(body, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(s.client_stats[0].frames_out.get(), 3);
+    }
+
+    #[test]
+    fn the_end_of_a_stream_ends_its_listeners_after_the_last_frame() {
+        let server = server();
+        let mut e = Engine::new(0, server.clone(), Flush::Fixed(Duration::ZERO)).unwrap();
+        let (s, mut w) = stream(&["-frame-bytes", "4"]);
+        s.set_state(SourceState::Running);
+        let mut c = join(&mut e, &s, 0);
+        w.publish(b"last");
+        s.set_state(SourceState::Ended);
+        assert!(tick_until(&mut e, |e| e.is_empty()));
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"HEAD\nlast", "whole frames, then the end");
+        assert_eq!(server.shard_stats[0].clients_ended.get(), 1);
+        assert_eq!(s.clients(), 0);
+    }
+
+    #[test]
+    fn a_listener_that_hangs_up_on_a_quiet_stream_is_noticed() {
+        let server = server();
+        let mut e = Engine::new(0, server, Flush::Fixed(Duration::ZERO)).unwrap();
+        let (s, _w) = stream(&["-frame-bytes", "4"]);
+        s.set_state(SourceState::Running);
+        let c = join(&mut e, &s, 0);
+        drop(c);
+        // No frame will come: only the readiness set can tell.
+        assert!(tick_until(&mut e, |e| e.is_empty()), "hang-up not noticed");
+        assert_eq!(s.client_stats[0].client_gone.get(), 1);
+    }
+
+    #[test]
+    fn a_blocked_listener_resumes_when_its_socket_has_room() {
+        let server = server();
+        let mut e = Engine::new(0, server, Flush::Fixed(Duration::ZERO)).unwrap();
+        let (s, mut w) = stream(&["-frame-bytes", "1000", "-source-buffer", "4096"]);
+        s.set_state(SourceState::Running);
+        let mut c = join(&mut e, &s, 0);
+        // Publish far more than a socket pair buffers.
+        let mut sent = 0u64;
+        while s.client_stats[0].would_block.get() == 0 && sent < 4000 {
+            w.publish(&(sent as u32).to_be_bytes().repeat(250));
+            sent += 1;
+            e.tick(Instant::now());
+        }
+        assert!(s.client_stats[0].would_block.get() > 0, "never blocked");
+        // Drain the peer: the engine resumes on the readiness event and
+        // delivers everything, in order, whole.
+        c.set_nonblocking(true).unwrap();
+        let mut bytes = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let until = Instant::now() + Duration::from_secs(20);
+        let want = 5 + 1000 * sent as usize;
+        while bytes.len() < want && Instant::now() < until {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+            e.tick(Instant::now());
+        }
+        let mut got = 0u64;
+        for f in bytes[5..].chunks(1000) {
+            let n = u32::from_be_bytes(f[..4].try_into().unwrap()) as u64;
+            assert_eq!(
+                f,
+                &(n as u32).to_be_bytes().repeat(250)[..],
+                "a whole frame"
+            );
+            assert!(n >= got, "in order");
+            got = n + 1;
+        }
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn stopping_ends_listeners_at_frame_boundaries() {
+        let server = server();
+        let mut e = Engine::new(0, server, Flush::Fixed(Duration::ZERO)).unwrap();
+        let (s, mut w) = stream(&["-frame-bytes", "4"]);
+        s.set_state(SourceState::Running);
+        let mut c = join(&mut e, &s, 0);
+        w.publish(b"abcd");
+        e.tick(Instant::now());
+        e.stop(Instant::now() + Duration::from_secs(1));
+        assert!(tick_until(&mut e, |e| e.is_empty()));
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"HEAD\nabcd");
+    }
+
+    #[test]
+    fn listener_rows_copy_every_listener() {
+        let server = server();
+        let mut e = Engine::new(0, server, Flush::Fixed(Duration::ZERO)).unwrap();
+        let (s, _w) = stream(&["-frame-bytes", "4"]);
+        let _a = join(&mut e, &s, 0);
+        let _b = join(&mut e, &s, 0);
+        let rows = e.rows();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.stream_id == s.id && r.shard == 0));
     }
 }

@@ -221,8 +221,9 @@ pub struct Listener {
     pub frames_sent: u64,
     /// Frames skipped because the listener was lapped.
     pub frames_skipped: u64,
-    /// When it connected.
-    pub connected: Instant,
+    /// When it connected, in microseconds since [`epoch`] (8 bytes, not an
+    /// `Instant`'s 16).
+    connected_us: u64,
     /// Remote address.
     pub peer: SocketAddr,
     /// Pending owned bytes (none while caught up).
@@ -237,10 +238,18 @@ pub struct Listener {
     pub stream_id: u64,
     /// Bytes the listener sent after its request (it should send none).
     input: u32,
+    /// The bound on its socket's unsent bytes (`TCP_NOTSENT_LOWAT`).
+    pub queue_bound: u32,
     /// Engine bookkeeping: the generation of the table slot (in event tokens).
     pub slot_gen: u32,
     /// Engine bookkeeping: position in its stream group's member list.
     pub member_pos: u32,
+}
+
+/// The process's time origin for listener timestamps.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Listener ids are handed out from here.
@@ -280,16 +289,24 @@ impl Listener {
             bytes_sent: 0,
             frames_sent: 0,
             frames_skipped: 0,
-            connected: Instant::now(),
+            connected_us: epoch().elapsed().as_micros() as u64,
             peer,
             owned,
             offset: 0,
             flags,
             stream_id: stream.id,
             input: 0,
+            queue_bound: 0,
             slot_gen: 0,
             member_pos: 0,
         }
+    }
+
+    /// How long it has been connected.
+    pub fn connected_for(&self) -> std::time::Duration {
+        epoch()
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_micros(self.connected_us))
     }
 
     /// Count `n` bytes of input from the listener; returns the total.
@@ -699,6 +716,8 @@ pub struct ListenerRow {
     pub lag_frames: u64,
     /// Bytes queued in its socket that the kernel has not sent yet.
     pub unsent_bytes: u64,
+    /// The bound on those (`TCP_NOTSENT_LOWAT`).
+    pub queue_bound: u64,
     /// True while it waits for room in its socket.
     pub blocked: bool,
 }
@@ -711,12 +730,13 @@ impl Listener {
             peer: self.peer,
             stream_id: stream.id,
             shard,
-            connected_s: self.connected.elapsed().as_secs_f64(),
+            connected_s: self.connected_for().as_secs_f64(),
             bytes_sent: self.bytes_sent,
             frames_sent: self.frames_sent,
             frames_skipped: self.frames_skipped,
             lag_frames: stream.ring.head().saturating_sub(self.next),
             unsent_bytes: sys::unsent_bytes(self.fd()).unwrap_or(0),
+            queue_bound: u64::from(self.queue_bound),
             blocked: self.blocked(),
         }
     }
@@ -987,6 +1007,75 @@ mod tests {
         assert_eq!(pump(&mut l, &s, 6, false, &mut out), Step::CaughtUp);
         assert_eq!(out.got, frame(15, 10));
         assert_eq!(l.frames_skipped, 12);
+    }
+
+    /// An MPEG-1 layer III 128k/44.1k stereo frame (417 bytes) that borrows
+    /// `mdb` bytes of bit reservoir, with recognisable main data.
+    fn mp3_frame(mdb: u16, fill: u8) -> Vec<u8> {
+        let mut f = vec![fill; 417];
+        f[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x04]);
+        f[4] = (mdb >> 1) as u8;
+        f[5] = ((mdb & 1) << 7) as u8 | 0x55;
+        for b in &mut f[6..36] {
+            *b = 0xA5;
+        }
+        f
+    }
+
+    #[test]
+    fn an_mp3_joiner_gets_a_lead_in_before_its_first_frame_and_again_after_a_skip() {
+        let (s, mut w) = stream(&["-frame-filter", "mp3", "-source-buffer", "32"]);
+        s.begin_session(0, Vec::new());
+        for n in 0..10u8 {
+            w.publish(&mp3_frame(300, n));
+        }
+        // A joiner at frame 8: frames 6 and 7 (whole) and silenced frames
+        // before them carry frame 8's reservoir.
+        let mut l = listener(&s, 8, b"");
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        assert!(
+            out.got.len() > 4 * 417,
+            "no lead-in: {} bytes",
+            out.got.len()
+        );
+        assert_eq!(out.got.len() % 417, 0, "whole frames");
+        // ... silenced frames, 6, 7 (whole), then 8 and 9.
+        let at = |k: usize| &out.got[out.got.len() - k * 417..out.got.len() - (k - 1) * 417];
+        assert_eq!(at(4), &mp3_frame(300, 6)[..], "frame 6 whole");
+        assert_eq!(at(3), &mp3_frame(300, 7)[..], "frame 7 whole");
+        assert_ne!(
+            &out.got[..417],
+            &mp3_frame(300, 5)[..],
+            "the first is silenced"
+        );
+        assert_eq!(&out.got[out.got.len() - 417..], &mp3_frame(300, 9)[..]);
+        // Lapped: the skip is followed by a new lead-in.
+        for n in 10..60u8 {
+            w.publish(&mp3_frame(300, n));
+        }
+        let before = out.got.len();
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        assert!(l.frames_skipped > 0);
+        let after = &out.got[before..];
+        assert!(after.len() > 417, "a lead-in after the skip");
+        assert_eq!(&after[after.len() - 417..], &mp3_frame(300, 59)[..]);
+    }
+
+    #[test]
+    fn a_burst_start_sends_the_recent_frames_at_once() {
+        let (s, mut w) = stream(&["-frame-bytes", "100", "-source-buffer", "64"]);
+        s.begin_session(0, Vec::new());
+        for n in 0..40 {
+            w.publish(&frame(n, 100));
+        }
+        let start = s.start_frame_with_burst(1000);
+        assert_eq!(start, 30, "the newest 10 frames of 100 bytes");
+        let mut l = listener(&s, start, b"HTTP/1.0 200 OK\r\n\r\n");
+        let mut out = Script::default();
+        assert_eq!(pump(&mut l, &s, 1, false, &mut out), Step::CaughtUp);
+        assert_eq!(out.calls, 1, "head and burst in one send");
+        assert_eq!(out.got.len(), 19 + 1000);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,6 @@ use crate::engine::Flush;
 use crate::shard::{self, ListenerKind};
 use crate::shared::ServerShared;
 use crate::source::{self, SourceContext};
-use crate::stats::ShardStats;
 use crate::stream::{Bell, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
 
@@ -278,21 +277,14 @@ pub fn run(config: Config) -> Result<i32, StartError> {
 
     let main_wake = Arc::new(EventFd::new().map_err(|e| StartError(format!("eventfd: {e}")))?);
     install_panic_hook(main_wake.clone());
-    let bells: Arc<[Bell]> = (0..shards).map(|_| Bell::default()).collect();
-    let shared = Arc::new(ServerShared {
-        shutdown: AtomicBool::new(false),
-        flush_interval: config.flush_interval,
-        max_clients: config.max_clients,
-        clients: AtomicUsize::new(0),
-        bells: bells.clone(),
-        shard_stats: (0..shards).map(|_| ShardStats::default()).collect(),
-        snapshots: (0..shards).map(|_| Default::default()).collect(),
-        streams: RwLock::new(Arc::new(StreamSet::default())),
-        admin_separate: config.admin_listen.is_some(),
-        started: Instant::now(),
-        shards_ready: AtomicUsize::new(0),
-        main_wake: main_wake.clone(),
-    });
+    let shared = Arc::new(ServerShared::new(
+        shards,
+        config.flush_interval,
+        config.max_clients,
+        config.admin_listen.is_some(),
+        main_wake.clone(),
+    ));
+    let bells = shared.bells.clone();
     let mut control = Control {
         shared: shared.clone(),
         bells: bells.clone(),

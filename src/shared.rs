@@ -49,6 +49,30 @@ pub struct ServerShared {
 }
 
 impl ServerShared {
+    /// The shared state of a server with `shards` shards and no stream yet.
+    pub fn new(
+        shards: usize,
+        flush_interval: Option<Duration>,
+        max_clients: usize,
+        admin_separate: bool,
+        main_wake: Arc<EventFd>,
+    ) -> ServerShared {
+        ServerShared {
+            shutdown: AtomicBool::new(false),
+            flush_interval,
+            max_clients,
+            clients: AtomicUsize::new(0),
+            bells: (0..shards).map(|_| Bell::default()).collect(),
+            shard_stats: (0..shards).map(|_| ShardStats::default()).collect(),
+            snapshots: (0..shards).map(|_| SnapshotSlot::default()).collect(),
+            streams: RwLock::new(Arc::new(StreamSet::default())),
+            admin_separate,
+            started: Instant::now(),
+            shards_ready: AtomicUsize::new(0),
+            main_wake,
+        }
+    }
+
     /// The current stream set.
     pub fn streams(&self) -> Arc<StreamSet> {
         match self.streams.read() {

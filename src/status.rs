@@ -379,6 +379,15 @@ pub const LISTENER_FIGURES: &[Figure<ListenerGetter>] = &[
         get: |l| Value::Int(l.unsent_bytes),
     },
     Figure {
+        key: "queue_bound_bytes",
+        metric: "",
+        help: "The bound on the listener's unsent bytes (TCP_NOTSENT_LOWAT).",
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        scope: Scope::Listener,
+        get: |l| Value::Int(l.queue_bound),
+    },
+    Figure {
         key: "blocked",
         metric: "",
         help: "1 while the listener's socket has no room.",
@@ -719,21 +728,13 @@ mod tests {
 
     /// A server with one stream, for the documents.
     fn one_stream() -> (ServerShared, StreamSet) {
-        let bells: Arc<[crate::stream::Bell]> = (0..2).map(|_| Default::default()).collect();
-        let server = ServerShared {
-            shutdown: Default::default(),
-            flush_interval: None,
-            max_clients: 0,
-            clients: Default::default(),
-            bells,
-            shard_stats: (0..2).map(|_| ShardStats::default()).collect(),
-            snapshots: (0..2).map(|_| Default::default()).collect(),
-            streams: Default::default(),
-            admin_separate: false,
-            started: std::time::Instant::now(),
-            shards_ready: Default::default(),
-            main_wake: Arc::new(crate::sys::EventFd::new().unwrap()),
-        };
+        let server = ServerShared::new(
+            2,
+            None,
+            0,
+            false,
+            Arc::new(crate::sys::EventFd::new().unwrap()),
+        );
         let config = crate::config::parse_args(
             ["-frame-bytes", "100", "-path", "/dev/null"].map(std::ffi::OsString::from),
             false,

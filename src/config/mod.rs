@@ -57,7 +57,6 @@ pub use file::{FileError, RESERVED_PATHS};
 pub use table::{cpus_online, usage, version};
 pub use values::{parse_address, parse_duration};
 
-
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::SocketAddr;
