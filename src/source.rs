@@ -377,6 +377,9 @@ impl SourceThread {
                     program: program.clone(),
                 })
             }
+            SourceSpec::Push | SourceSpec::Relay(_) => Err(io::Error::other(
+                "push and relay sources are opened by their own session code",
+            )),
             SourceSpec::Demo => {
                 let reader = crate::demo::spawn()?;
                 sys::set_nonblocking(reader.as_raw_fd())?;
@@ -680,5 +683,10 @@ pub fn describe(spec: &SourceSpec) -> String {
             s
         }
         SourceSpec::Demo => "demo:tone".to_string(),
+        SourceSpec::Push => "push".to_string(),
+        SourceSpec::Relay(ups) => {
+            let urls: Vec<&str> = ups.iter().map(|u| u.url.as_str()).collect();
+            format!("relay:{}", urls.join(","))
+        }
     }
 }

@@ -85,6 +85,131 @@ pub enum SourceSpec {
     /// The built-in demo stream (a test tone as WAV), used when neither
     /// `-path` nor `-exec` is given and stdin is a terminal.
     Demo,
+    /// Encoders push the stream over HTTP (`PUT` or `SOURCE` with Basic
+    /// credentials of the source role; file key `push = true`).
+    Push,
+    /// The stream is pulled from upstream HTTP servers, first reachable in
+    /// priority order (file key `relay = ["http://...", ...]`).
+    Relay(Vec<Upstream>),
+}
+
+/// One upstream of a relay: an HTTP URL, with credentials when the upstream
+/// asks for them (from the URL's `user:password@`, else a `[[user]]` with
+/// the relay role for this mount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http://host:port/path` (no credentials in it any more).
+    pub url: String,
+    /// Basic credentials given in the URL.
+    pub user: Option<String>,
+    /// Their password.
+    pub password: Option<Secret>,
+}
+
+/// A password: as written (compared in constant time) or a bcrypt hash as
+/// `htpasswd -B` writes it (`$2y$...`). Never shown: `Debug` prints
+/// `<secret>`, and no log line or status page names it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The password itself.
+    Plain(String),
+    /// A bcrypt hash (`$2a$`, `$2b$`, `$2y$`).
+    Bcrypt(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Push a stream to a mount; update its metadata.
+    Source,
+    /// The admin pages (metadata updates of any mount, streamlist).
+    Admin,
+    /// Pull `/admin/streamlist.txt` and relay (also the credentials a relay
+    /// presents to an upstream that asks).
+    Relay,
+}
+
+/// One user of the credential store (`[[user]]` in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user name of HTTP Basic.
+    pub name: String,
+    /// The password.
+    pub password: Secret,
+    /// What the user may do.
+    pub roles: Vec<Role>,
+    /// The mounts the roles apply to; empty = every mount (global).
+    pub mounts: Vec<String>,
+}
+
+/// A server this stream is also pushed to (`[[stream.destination]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// `http://host:port/mount`.
+    pub url: String,
+    /// Source credentials for it (`source` when not given).
+    pub user: String,
+    /// Their password.
+    pub password: Secret,
+    /// Use the legacy `SOURCE` method instead of `PUT`.
+    pub legacy_source: bool,
+    /// Give up after this many failed attempts in a row; `None` = never.
+    pub retry_limit: Option<u32>,
+}
+
+/// What listeners are told about a stream (the `icy-*` response headers,
+/// Icecast's status page) and how in-band titles are sent to them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamInfo {
+    /// `icy-name`.
+    pub name: Option<String>,
+    /// `icy-description`.
+    pub description: Option<String>,
+    /// `icy-genre`.
+    pub genre: Option<String>,
+    /// `icy-url`.
+    pub url: Option<String>,
+    /// `icy-br`, kbit/s.
+    pub bitrate: Option<u32>,
+    /// `icy-pub`.
+    pub public: Option<bool>,
+}
+
+/// A mount that mirrors every mount of an origin (Icecast master/slave):
+/// `[[mirror]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The origin, `http://host:port` (its `/admin/streamlist.txt` lists the
+    /// mounts).
+    pub origin: String,
+    /// Relay credentials for the list (a `[[user]]` with the relay role when
+    /// not given).
+    pub user: Option<String>,
+    /// Their password.
+    pub password: Option<Secret>,
+    /// How often the list is read again.
+    pub interval: Duration,
+    /// Settings of the streams it creates (framer `auto`: from the
+    /// upstream's content type), ring size etc.
+    pub template: Box<StreamConfig>,
+}
+
+/// WebSocket publish channels (`/CHANNEL/KEY/publish`, seed 004):
+/// `[channels]` in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channels {
+    /// Most channels at once (each has its own ring); 0 = channels off.
+    pub max_channels: usize,
+    /// Keys a publisher or receiver must present; empty = any key.
+    pub keys: Vec<Secret>,
+    /// Settings of each channel's stream (framer, ring).
+    pub template: Box<StreamConfig>,
 }
 
 /// One stream (one source, one ring).
@@ -124,6 +249,96 @@ pub struct StreamConfig {
     /// Fast start in time: this long at the source's measured byte rate
     /// (the larger of this and `burst_bytes` wins).
     pub burst: Option<Duration>,
+    /// A `path` source is read at the pace of its frames' durations (MP3 and
+    /// AAC samples per frame, Ogg granule positions), as a live stream would
+    /// come, not as fast as the disk allows.
+    pub realtime: bool,
+    /// A `path` source starts again at once at its end (a looped file).
+    pub loop_file: bool,
+    /// Where listeners go when this stream has no frame for
+    /// `fallback_after` (a mount of the same framer and content type;
+    /// chains allowed, no cycles).
+    pub fallback: Option<String>,
+    /// Listeners that fell back come back when this stream's source returns.
+    pub fallback_override: bool,
+    /// How long without a frame before listeners fall back.
+    pub fallback_after: Duration,
+    /// A push or relay source that sends nothing this long is dropped
+    /// (Icecast's source-timeout).
+    pub source_timeout: Duration,
+    /// A relay connects only while the stream has listeners, and closes
+    /// `on_demand_idle` after the last one left.
+    pub on_demand: bool,
+    /// See `on_demand`.
+    pub on_demand_idle: Duration,
+    /// Servers this stream is pushed to as well.
+    pub destinations: Vec<Destination>,
+    /// What listeners are told about the stream.
+    pub info: StreamInfo,
+    /// Audio bytes between in-band ICY metadata blocks for listeners that
+    /// ask (`Icy-MetaData: 1`); 0 = never send titles in-band.
+    pub icy_metaint: usize,
+    /// The current title is read from this file when it changes (for pipe
+    /// and command sources).
+    pub title_file: Option<PathBuf>,
+    /// ... or each line this command prints is the new title.
+    pub title_command: Option<Vec<String>>,
+    /// `Access-Control-Allow-Origin` of stream responses; `None` = no CORS
+    /// headers.
+    pub cors_origin: Option<String>,
+    /// Extra response headers (name, value), checked to be valid.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl StreamConfig {
+    /// A raw stream of 64-byte frames from `/dev/stdin`, with every setting
+    /// at its default (the validator overrides what the settings give; also
+    /// the base of the streams mirrors and channels create).
+    pub fn defaults() -> StreamConfig {
+        StreamConfig {
+            mount: None,
+            source: SourceSpec::Path(PathBuf::from("/dev/stdin")),
+            framer: FramerKind::Raw,
+            frame_bytes: 64,
+            header_bytes: 0,
+            source_buffer: 64,
+            source_bandwidth: 0,
+            client_max_bytes: 0,
+            close_idle: false,
+            content_type: "application/octet-stream".into(),
+            reopen: true,
+            max_quiet_interval: None,
+            max_clients: 0,
+            burst_bytes: 0,
+            burst: None,
+            realtime: false,
+            loop_file: false,
+            fallback: None,
+            fallback_override: true,
+            fallback_after: Duration::from_secs(2),
+            source_timeout: Duration::from_secs(10),
+            on_demand: false,
+            on_demand_idle: Duration::from_secs(10),
+            destinations: Vec::new(),
+            info: StreamInfo::default(),
+            icy_metaint: 16000,
+            title_file: None,
+            title_command: None,
+            cors_origin: Some("*".into()),
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
+impl Channels {
+    /// No channels.
+    pub fn off() -> Channels {
+        Channels {
+            max_channels: 0,
+            keys: Vec::new(),
+            template: Box::new(StreamConfig::defaults()),
+        }
+    }
 }
 
 /// The whole validated configuration.
@@ -157,6 +372,15 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// The streams; the command line gives exactly one.
     pub streams: Vec<StreamConfig>,
+    /// The credential store (`[[user]]`).
+    pub users: Vec<User>,
+    /// `/health` answers 503 while any of these mounts has no live source
+    /// (its fallback does not count).
+    pub health_mounts: Vec<String>,
+    /// Origins whose every mount this server relays.
+    pub mirrors: Vec<Mirror>,
+    /// WebSocket publish channels.
+    pub channels: Channels,
 }
 
 /// What the command line asks the binary to do.

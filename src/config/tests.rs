@@ -77,7 +77,12 @@ fn defaults() -> Config {
             max_clients: 0,
             burst_bytes: 0,
             burst: None,
+            ..StreamConfig::defaults()
         }],
+        users: Vec::new(),
+        health_mounts: Vec::new(),
+        mirrors: Vec::new(),
+        channels: Channels::off(),
     }
 }
 

@@ -310,6 +310,10 @@ impl Check {
             max_clients,
             log_level,
             streams,
+            users: Vec::new(),
+            health_mounts: Vec::new(),
+            mirrors: Vec::new(),
+            channels: super::Channels::off(),
         }
     }
 
@@ -546,6 +550,7 @@ impl Check {
             max_clients: max_clients.unwrap_or(0),
             burst_bytes: burst_bytes.unwrap_or(0),
             burst: burst_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
+            ..StreamConfig::defaults()
         }
     }
 
