@@ -63,6 +63,8 @@ const RING_FRACTION: u64 = 4;
 const ENOUGH_BYTES: u64 = 64 * 1024;
 /// Sends per listener per pass before the next listener's turn.
 const SENDS_PER_PASS: usize = 4;
+/// How often a shard looks at its streams' fallbacks.
+const FALLBACK_CHECK: Duration = Duration::from_millis(100);
 /// Joins and ends after which a quiet shard gives freed memory back.
 const TRIM_AFTER: u64 = 256;
 /// How long it must have been quiet.
@@ -130,6 +132,8 @@ struct Group {
     pending_since: Option<Instant>,
     /// A listener had more to send than one turn: deliver again at once.
     behind: bool,
+    /// Members whose home is another stream (they are on its fallback).
+    away: usize,
 }
 
 /// The shard's listener table.
@@ -155,6 +159,8 @@ pub struct Engine {
     /// when the last one was.
     churn: u64,
     last_churn: Instant,
+    /// When fallbacks are looked at next.
+    next_fallback_check: Instant,
 }
 
 impl std::fmt::Debug for Engine {
@@ -194,6 +200,7 @@ impl Engine {
             stop_by: None,
             churn: 0,
             last_churn: Instant::now(),
+            next_fallback_check: Instant::now(),
         })
     }
 
@@ -225,10 +232,12 @@ impl Engine {
 
     /// Take over a listener whose request was answered: bound its socket's
     /// queue, watch it, and send what is pending at once (the response head,
-    /// the stream header, a burst).
+    /// the stream header, a burst). It listens to `stream`; it asked for
+    /// `home` (the same, or the mount whose fallback `stream` is).
     pub fn join(
         &mut self,
         stream: &Arc<Stream>,
+        home: u64,
         fd: OwnedFd,
         peer: SocketAddr,
         start: u64,
@@ -241,6 +250,7 @@ impl Engine {
         }
         let mut listener = Listener::new(stream, fd, peer, start, head);
         listener.queue_bound = bound;
+        listener.home_id = home;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -251,6 +261,17 @@ impl Engine {
         };
         let gen = self.gens[slot as usize];
         listener.slot_gen = gen;
+        if let Err(e) = self.readiness.watch(listener.fd(), token(slot, gen)) {
+            log::warn!("cannot watch a listener socket: {e}");
+        }
+        self.slots[slot as usize] = Some(listener);
+        self.add_to_group(slot, stream);
+        self.note_churn();
+        self.send(slot, stream.id);
+    }
+
+    /// Put the listener in `slot` into `stream`'s group (made if needed).
+    fn add_to_group(&mut self, slot: u32, stream: &Arc<Stream>) {
         let group = self.groups.entry(stream.id).or_insert_with(|| Group {
             stream: stream.clone(),
             members: Vec::new(),
@@ -259,15 +280,117 @@ impl Engine {
             last_state: stream.state(),
             pending_since: None,
             behind: false,
+            away: 0,
         });
-        listener.member_pos = group.members.len() as u32;
-        group.members.push(slot);
-        if let Err(e) = self.readiness.watch(listener.fd(), token(slot, gen)) {
-            log::warn!("cannot watch a listener socket: {e}");
+        if let Some(l) = self.slots[slot as usize].as_mut() {
+            l.member_pos = group.members.len() as u32;
+            if l.home_id != stream.id {
+                group.away += 1;
+            }
         }
-        self.slots[slot as usize] = Some(listener);
-        self.note_churn();
-        self.send(slot, stream.id);
+        group.members.push(slot);
+    }
+
+    /// Take the listener in `slot` out of its group (dropped when empty);
+    /// returns the group's stream.
+    fn remove_from_group(&mut self, slot: u32) -> Option<Arc<Stream>> {
+        let (stream_id, pos, away) = {
+            let l = self.slots[slot as usize].as_ref()?;
+            (l.stream_id, l.member_pos as usize, l.home_id != l.stream_id)
+        };
+        let g = self.groups.get_mut(&stream_id)?;
+        if g.members.get(pos) == Some(&slot) {
+            g.members.swap_remove(pos);
+            if let Some(&moved) = g.members.get(pos) {
+                if let Some(m) = self.slots[moved as usize].as_mut() {
+                    m.member_pos = pos as u32;
+                }
+            }
+        }
+        if away {
+            g.away = g.away.saturating_sub(1);
+        }
+        let stream = g.stream.clone();
+        if g.members.is_empty() {
+            self.groups.remove(&stream_id);
+        }
+        Some(stream)
+    }
+
+    /// Fallbacks: listeners of a stream that stopped delivering move to the
+    /// first stream of its fallback chain that delivers, and (with
+    /// `fallback_override`) back home when it delivers again — each at a
+    /// frame boundary, none disconnected. Looked at every
+    /// [`FALLBACK_CHECK`].
+    fn fallbacks(&mut self, now: Instant) {
+        if now < self.next_fallback_check {
+            return;
+        }
+        self.next_fallback_check = now + FALLBACK_CHECK;
+        let concerned: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.away > 0 || g.stream.config().fallback.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if concerned.is_empty() {
+            return;
+        }
+        let set = self.server.streams();
+        let mut targets: HashMap<u64, Option<Arc<Stream>>> = HashMap::new();
+        let mut moves: Vec<(u32, Arc<Stream>)> = Vec::new();
+        for id in concerned {
+            let Some(g) = self.groups.get(&id) else {
+                continue;
+            };
+            let serving = g.stream.serving();
+            for &slot in &g.members {
+                let Some(l) = self.slots[slot as usize].as_ref() else {
+                    continue;
+                };
+                let Some(home) = set.by_id(l.home_id) else {
+                    continue;
+                };
+                let desired = targets
+                    .entry(home.id)
+                    .or_insert_with(|| set.target_for(home))
+                    .clone();
+                let Some(desired) = desired else { continue };
+                if desired.id == l.stream_id || !l.at_boundary() {
+                    continue;
+                }
+                let back_home = desired.id == home.id && home.config().fallback_override;
+                if !serving || back_home {
+                    moves.push((slot, desired));
+                }
+            }
+        }
+        for (slot, to) in moves {
+            self.move_listener(slot, &to);
+        }
+    }
+
+    /// Move a listener to `to` (see [`Engine::fallbacks`]).
+    fn move_listener(&mut self, slot: u32, to: &Arc<Stream>) {
+        let Some(from) = self.remove_from_group(slot) else {
+            return;
+        };
+        from.client_left();
+        from.client_stats[self.shard].clients_ended.inc();
+        to.join_moved();
+        to.client_stats[self.shard].clients_total.inc();
+        self.server.shard_stats[self.shard].fallback_moves.inc();
+        if let Some(l) = self.slots[slot as usize].as_mut() {
+            l.retarget(to);
+            log::info!(
+                "client {} moved stream={} to={}",
+                l.peer,
+                from.name,
+                to.name
+            );
+        }
+        self.add_to_group(slot, to);
+        self.send(slot, to.id);
     }
 
     /// Do what is due: readiness events, deliveries, the load measure, a
@@ -290,6 +413,7 @@ impl Engine {
                 next = Some(next.map_or(at, |n: Instant| n.min(at)));
             }
         }
+        self.fallbacks(now);
         self.answer_snapshot();
         self.maybe_trim(now);
         if let Some(by) = self.stop_by {
@@ -462,28 +586,13 @@ impl Engine {
     /// The one way out of the table: count, log, end the response cleanly
     /// (FIN after whole frames where there are any), close.
     fn end(&mut self, slot: u32, end: End) {
+        let stream = self.remove_from_group(slot);
         let Some(listener) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
         self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         self.free.push(slot);
         self.note_churn();
-        let mut stream = None;
-        if let Some(g) = self.groups.get_mut(&listener.stream_id) {
-            let pos = listener.member_pos as usize;
-            if g.members.get(pos) == Some(&slot) {
-                g.members.swap_remove(pos);
-                if let Some(&moved) = g.members.get(pos) {
-                    if let Some(m) = self.slots[moved as usize].as_mut() {
-                        m.member_pos = pos as u32;
-                    }
-                }
-            }
-            stream = Some(g.stream.clone());
-            if g.members.is_empty() {
-                self.groups.remove(&listener.stream_id);
-            }
-        }
         let shard_stats = &self.server.shard_stats[self.shard];
         shard_stats.clients_ended.inc();
         if let Some(stream) = &stream {

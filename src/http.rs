@@ -20,6 +20,12 @@ pub enum Method {
     Get,
     /// Send the headers only.
     Head,
+    /// An encoder pushes a stream (FFmpeg, Liquidsoap; Icecast 2.4 style).
+    Put,
+    /// An encoder pushes a stream (libshout's legacy method).
+    Source,
+    /// A CORS preflight.
+    Options,
 }
 
 /// A parsed request head.
@@ -34,6 +40,18 @@ pub struct Request {
     pub minor_version: u8,
     /// Bytes the head took (a body or pipelined data may follow).
     pub head_len: usize,
+    /// The headers as sent (name, value), values trimmed.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why a request is refused; each maps to one status line.
@@ -65,6 +83,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse, RequestError> {
             let method = match req.method {
                 Some("GET") => Method::Get,
                 Some("HEAD") => Method::Head,
+                Some("PUT") => Method::Put,
+                Some("SOURCE") => Method::Source,
+                Some("OPTIONS") => Method::Options,
                 Some(_) => return Err(RequestError::MethodNotAllowed),
                 None => return Err(RequestError::Malformed),
             };
@@ -82,12 +103,23 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse, RequestError> {
             if !path.starts_with('/') && path != "*" {
                 return Err(RequestError::Malformed);
             }
+            let headers = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).trim().to_string(),
+                    )
+                })
+                .collect();
             Ok(Parse::Complete(Request {
                 method,
                 path: path.to_string(),
                 query: query.to_string(),
                 minor_version: req.version.unwrap_or(1),
                 head_len,
+                headers,
             }))
         }
         Ok(httparse::Status::Partial) => {
@@ -159,6 +191,12 @@ pub fn not_found_response() -> Vec<u8> {
     simple_response(404, "Not Found", "", "no such stream\n")
 }
 
+/// The response for a mount whose (push or relay) source is not there and
+/// that has no fallback delivering.
+pub fn not_live_response() -> Vec<u8> {
+    simple_response(404, "Not Found", "", "the stream is not live\n")
+}
+
 /// The response when a client limit is reached.
 pub fn unavailable_response() -> Vec<u8> {
     simple_response(
@@ -169,9 +207,10 @@ pub fn unavailable_response() -> Vec<u8> {
     )
 }
 
-/// Header values come from configuration; keep CR/LF out of the response.
-fn sanitize(v: &str) -> String {
-    v.chars().filter(|c| *c != '\r' && *c != '\n').collect()
+/// Header values come from configuration or from encoders; keep CR/LF and
+/// other control characters out of the response.
+pub fn sanitize(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
 }
 
 #[cfg(test)]
@@ -190,6 +229,7 @@ mod tests {
                 query: "b=1".into(),
                 minor_version: 1,
                 head_len: 32,
+                headers: vec![("Host".into(), "x".into())],
             })
         );
         match parse_request(b"HEAD / HTTP/1.0\r\n\r\n").unwrap() {
@@ -199,6 +239,23 @@ mod tests {
             }
             p => panic!("{p:?}"),
         }
+    }
+
+    #[test]
+    fn push_methods_and_headers() {
+        let r = parse_request(
+            b"PUT /live.mp3 HTTP/1.1\r\nAuthorization: Basic eDp5\r\nContent-Type:  audio/mpeg \r\nExpect: 100-continue\r\n\r\nbody",
+        )
+        .unwrap();
+        let Parse::Complete(r) = r else { panic!() };
+        assert_eq!(r.method, Method::Put);
+        assert_eq!(r.header("content-type"), Some("audio/mpeg"));
+        assert_eq!(r.header("EXPECT"), Some("100-continue"));
+        assert_eq!(r.header("x-none"), None);
+        let Parse::Complete(r) = parse_request(b"SOURCE /m HTTP/1.0\r\n\r\n").unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.method, Method::Source);
     }
 
     #[test]

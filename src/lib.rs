@@ -16,6 +16,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`config`] | settings from the command line, the TOML file and the environment → one validated [`config::Config`] |
+//! | [`credentials`] | the credential store: users, roles per mount, plain and bcrypt passwords checked off the shards |
 //! | [`server`] | start-up (limits, listen sockets, privileges), signals, reload, shutdown, the panic policy |
 //! | [`shared`] | server-wide state every shard and the main thread share ([`shared::ServerShared`]) |
 //! | [`shard`] | one glommio executor per core: accept loop, request tasks, the engine loop |
@@ -27,8 +28,10 @@
 //! | [`source`] | the source thread: open / read / reopen with backoff / close-idle / quiet kill / pacing |
 //! | [`demo`] | the built-in test-tone stream used when no source is given |
 //! | [`framing`] | framers (raw, mp3 with tag skipping, AAC ADTS, Ogg pages with header capture) that cut bytes into whole frames |
+//! | [`pacing`] | how long a frame plays (MP3/AAC samples, Ogg granules): what paces a file read as a live stream |
 //! | [`reservoir`] | clean MP3 joins and skips: the bit-reservoir lead-in |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
+//! | [`ingest`] | push ingest: the encoder handshake rules (PUT/SOURCE, Expect, content types, ice-* headers) and the chunked-body decoder |
 //! | [`http`] | request parsing (httparse) and response bytes |
 //! | [`stats`] | single-writer counters and the declaration of every figure |
 //! | [`status`] | `/status`, `/status/clients`, `/metrics` and the HTML page, made from the declarations |
@@ -63,13 +66,16 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod engine;
 pub mod failpoint;
 pub mod framing;
 pub mod http;
+pub mod ingest;
 pub mod listener;
 pub mod logger;
+pub mod pacing;
 pub mod readiness;
 pub mod reservoir;
 pub mod ring;

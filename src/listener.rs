@@ -55,7 +55,7 @@ pub const MAX_COPY_BYTES: usize = 64 * 1024;
 
 /// Bytes of one listener record in the shard's table (checked by a test):
 /// the whole per-listener memory of a caught-up listener.
-pub const LISTENER_BYTES: usize = 152;
+pub const LISTENER_BYTES: usize = 160;
 
 /// Where the bytes of one vectored send go: the listener's socket, or a
 /// scripted socket in tests.
@@ -236,6 +236,8 @@ pub struct Listener {
     flags: u8,
     /// The stream it listens to (its group in the shard's table).
     pub stream_id: u64,
+    /// The stream it asked for: the same, or the one whose fallback it is on.
+    pub home_id: u64,
     /// Bytes the listener sent after its request (it should send none).
     input: u32,
     /// The bound on its socket's unsent bytes (`TCP_NOTSENT_LOWAT`).
@@ -295,6 +297,7 @@ impl Listener {
             offset: 0,
             flags,
             stream_id: stream.id,
+            home_id: stream.id,
             input: 0,
             queue_bound: 0,
             slot_gen: 0,
@@ -307,6 +310,28 @@ impl Listener {
         epoch()
             .elapsed()
             .saturating_sub(std::time::Duration::from_micros(self.connected_us))
+    }
+
+    /// Move the listener to `to` (a fallback, or back home), at a frame
+    /// boundary: it continues at `to`'s newest frame, after `to`'s header
+    /// (Ogg: the new stream's header pages) and, for MP3, a lead-in, so its
+    /// decoder goes on cleanly.
+    pub fn retarget(&mut self, to: &Stream) {
+        debug_assert!(self.at_boundary());
+        self.release_owned();
+        self.stream_id = to.id;
+        self.next = to.start_frame();
+        self.offset = 0;
+        self.header_from = 0;
+        let config = to.config();
+        self.flags &= BLOCKED;
+        self.flags |= NEEDS_HEADER;
+        if config.framer == FramerKind::Ogg {
+            self.flags |= RESEND_HEADERS;
+        }
+        if config.framer == FramerKind::Mp3 {
+            self.flags |= MP3 | LEADIN_DUE;
+        }
     }
 
     /// Count `n` bytes of input from the listener; returns the total.

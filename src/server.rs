@@ -218,6 +218,10 @@ impl Control {
             log::warn!("reload: listen addresses, cpu_max, flush_interval, listen_backlog, max_clients and uid take effect only after a restart");
         }
         let log_level = new.log_level;
+        self.shared
+            .set_access(new.users.clone(), new.health_mounts.clone());
+        self.config.users = new.users;
+        self.config.health_mounts = new.health_mounts;
         self.config.streams = new.streams;
         self.config.log_level = log_level;
         self.retired.retain(|t| !t.is_finished());
@@ -285,6 +289,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         main_wake.clone(),
     ));
     let bells = shared.bells.clone();
+    shared.set_access(config.users.clone(), config.health_mounts.clone());
     let mut control = Control {
         shared: shared.clone(),
         bells: bells.clone(),

@@ -30,13 +30,16 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::config::{Role, SourceSpec};
+use crate::credentials;
 use crate::engine::{Engine, Flush};
 use crate::http::{self, Method, Parse, RequestError};
+use crate::ingest;
 use crate::listener::ListenerRow;
 use crate::shared::ServerShared;
 use crate::stats::ShardStats;
 use crate::status;
-use crate::stream::Bell;
+use crate::stream::{Bell, Stream};
 use crate::sys;
 use crate::wait::WaitSet;
 
@@ -272,14 +275,25 @@ async fn drain_on_stop(shard: &Rc<Shard>, listener: &TcpListener, fd: RawFd, kin
 }
 
 /// Serve one connection's request; a stream request becomes a listener in
-/// the engine's table.
+/// the engine's table, a source request an encoder feeding its mount.
 async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     let peer = tcp.peer_addr().ok();
-    let req = match read_request(&shard, &mut tcp).await {
+    let (req, rest) = match read_request(&shard, &mut tcp).await {
         Some(r) => r,
         None => return,
     };
     let set = shard.server.streams();
+    if req.path == "/health" && matches!(req.method, Method::Get | Method::Head) {
+        shard.stats().status_requests.inc();
+        let page = status::health(&shard.server, &set);
+        let bytes = if req.method == Method::Head {
+            page.head_only()
+        } else {
+            page.into_bytes()
+        };
+        respond_and_close(&mut tcp, &bytes).await;
+        return;
+    }
     let status_here = kind == ListenerKind::Admin || !shard.server.admin_separate;
     if status_here && status::is_status_path(&set, &req.path) {
         let rows = if status::needs_rows(&req.path) {
@@ -298,7 +312,7 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
             return;
         }
     }
-    let stream = match (kind, set.route(&req.path)) {
+    let home = match (kind, set.route(&req.path)) {
         (ListenerKind::Public, Some(s)) => s.clone(),
         _ => {
             shard.stats().not_found.inc();
@@ -306,8 +320,34 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
             return;
         }
     };
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    match req.method {
+        Method::Put | Method::Source => {
+            drop(set);
+            push_source(&shard, tcp, req, rest, &home, peer).await;
+            return;
+        }
+        Method::Options => {
+            shard.stats().bad_method.inc();
+            respond_and_close(
+                &mut tcp,
+                &http::error_response(RequestError::MethodNotAllowed),
+            )
+            .await;
+            return;
+        }
+        Method::Get | Method::Head => {}
+    }
+    // Where the listener is served: the mount, or the first stream of its
+    // fallback chain that delivers; a push or relay mount without its source
+    // and no fallback answers 404.
+    let Some(stream) = set.target_for(&home) else {
+        shard.stats().not_found.inc();
+        respond_and_close(&mut tcp, &http::not_live_response()).await;
+        return;
+    };
     drop(set);
-    let config = stream.config();
+    let config = home.config();
     let head = http::stream_head(req.minor_version, &config.content_type);
     if req.method == Method::Head {
         shard.stats().head_requests.inc();
@@ -324,8 +364,9 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     // Choose where the listener starts before joining: joining wakes an idle
     // source (lazy start), which could publish and even finish its frames
     // before a later choice, and the listener would miss them.
-    let burst = config.burst_bytes.max(
-        config
+    let sconfig = stream.config();
+    let burst = sconfig.burst_bytes.max(
+        sconfig
             .burst
             .map_or(0, |d| (stream.byte_rate() as f64 * d.as_secs_f64()) as u64),
     );
@@ -353,15 +394,108 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     };
     drop(tcp);
     let _ = sys::set_nodelay(fd.as_raw_fd());
-    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    log::info!("client {peer} {}", req.path);
+    if stream.id == home.id {
+        log::info!("client {peer} {}", req.path);
+    } else {
+        log::info!("client {peer} {} on fallback={}", req.path, stream.name);
+    }
     drop(req);
     shard.stats().clients_started.inc();
     stream.client_stats[shard.id].clients_total.inc();
     shard
         .engine
         .borrow_mut()
-        .join(&stream, fd, peer, start, head);
+        .join(&stream, home.id, fd, peer, start, head);
+}
+
+/// An encoder's request (`PUT` / `SOURCE`): check it as Icecast does, answer
+/// it, and hand the socket to the mount's source thread.
+async fn push_source(
+    shard: &Shard,
+    mut tcp: TcpStream,
+    req: http::Request,
+    rest: Vec<u8>,
+    stream: &Arc<Stream>,
+    peer: std::net::SocketAddr,
+) {
+    let config = stream.config();
+    let refuse = |why: ingest::Refusal, user: &str| {
+        if why == ingest::Refusal::Unauthorized {
+            shard.stats().sources_unauthorized.inc();
+        } else {
+            shard.stats().sources_refused.inc();
+        }
+        log::warn!(
+            "source refused stream={} from={peer} user={user:?} reason=\"{}\"",
+            stream.name,
+            why.name()
+        );
+        why.response()
+    };
+    if config.source != SourceSpec::Push || stream.mount.is_none() {
+        respond_and_close(&mut tcp, &refuse(ingest::Refusal::NotPushMount, "")).await;
+        return;
+    }
+    let mount = stream.mount.clone().unwrap_or_default();
+    // Credentials first (libshout probes without them and needs the 401).
+    let Some(presented) = req
+        .header("authorization")
+        .and_then(credentials::parse_basic)
+    else {
+        respond_and_close(&mut tcp, &refuse(ingest::Refusal::Unauthorized, "")).await;
+        return;
+    };
+    let store = shard.server.credentials();
+    let verdict = store
+        .check(&presented, Role::Source, &mount)
+        .verdict()
+        .await;
+    if verdict != credentials::Verdict::Allowed {
+        respond_and_close(
+            &mut tcp,
+            &refuse(ingest::Refusal::Unauthorized, &presented.user),
+        )
+        .await;
+        return;
+    }
+    let accepted = match ingest::check(&req, config.framer) {
+        Ok(a) => a,
+        Err(why) => {
+            respond_and_close(&mut tcp, &refuse(why, &presented.user)).await;
+            return;
+        }
+    };
+    if !stream.claim_push() {
+        respond_and_close(&mut tcp, &refuse(ingest::Refusal::InUse, &presented.user)).await;
+        return;
+    }
+    // Accepted: answer, then the socket belongs to the source thread.
+    let answered = future::or(
+        async { tcp.write_all(accepted.response()).await.is_ok() },
+        async {
+            glommio::timer::sleep(Duration::from_secs(5)).await;
+            false
+        },
+    )
+    .await;
+    let fd = if answered {
+        sys::dup(tcp.as_raw_fd()).ok()
+    } else {
+        None
+    };
+    let Some(fd) = fd else {
+        stream.release_push();
+        return;
+    };
+    drop(tcp);
+    shard.stats().sources_accepted.inc();
+    stream.offer_push(ingest::PushConn {
+        fd,
+        leftover: rest,
+        accepted,
+        peer,
+        user: presented.user,
+    });
 }
 
 /// Every shard's listener rows, for `/status/clients`: this shard's copied
@@ -397,7 +531,8 @@ async fn gather_rows(shard: &Shard) -> Vec<ListenerRow> {
 
 /// How reading a request head ended.
 enum ReadOutcome {
-    Request(http::Request),
+    /// The head, and the bytes read after it (a source's first body bytes).
+    Request(http::Request, Vec<u8>),
     Refused(RequestError),
     TimedOut,
     Closed,
@@ -405,7 +540,7 @@ enum ReadOutcome {
 
 /// Read the request head within the header timeout and size limit; answer
 /// errors itself. `None` means the connection is done.
-async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<http::Request> {
+async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<(http::Request, Vec<u8>)> {
     // The head is read into a heap buffer that lives only until it is
     // parsed: nothing of it stays in the connection's (long-lived) task.
     let mut buf: Vec<u8> = Vec::new();
@@ -419,7 +554,10 @@ async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<http::Reques
             };
             buf.truncate(have + n);
             match http::parse_request(&buf) {
-                Ok(Parse::Complete(req)) => return ReadOutcome::Request(req),
+                Ok(Parse::Complete(req)) => {
+                    let rest = buf[req.head_len.min(buf.len())..].to_vec();
+                    return ReadOutcome::Request(req, rest);
+                }
                 Ok(Parse::Partial) => continue,
                 Err(e) => return ReadOutcome::Refused(e),
             }
@@ -438,7 +576,7 @@ async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<http::Reques
     })
     .await;
     match outcome {
-        ReadOutcome::Request(req) => Some(req),
+        ReadOutcome::Request(req, rest) => Some((req, rest)),
         ReadOutcome::Refused(e) => {
             match e {
                 RequestError::Malformed => shard.stats().bad_requests.inc(),

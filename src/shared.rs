@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::credentials::Credentials;
 use crate::listener::ListenerRow;
 use crate::stats::ShardStats;
 use crate::stream::{Bell, StreamSet};
@@ -46,6 +47,11 @@ pub struct ServerShared {
     /// Signalled when the last client leaves (the main thread then checks
     /// whether a finished server should exit).
     pub main_wake: Arc<EventFd>,
+    /// The credential store; replaced whole by a reload. Read once per
+    /// source handshake or admin request.
+    pub credentials: RwLock<Arc<Credentials>>,
+    /// `/health` is 503 while one of these mounts has no live source.
+    pub health_mounts: RwLock<Vec<String>>,
 }
 
 impl ServerShared {
@@ -70,6 +76,29 @@ impl ServerShared {
             started: Instant::now(),
             shards_ready: AtomicUsize::new(0),
             main_wake,
+            credentials: RwLock::new(Arc::new(Credentials::new(Vec::new()))),
+            health_mounts: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The credential store now.
+    pub fn credentials(&self) -> Arc<Credentials> {
+        match self.credentials.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Install a configuration's users and health mounts (start-up, reload).
+    pub fn set_access(&self, users: Vec<crate::config::User>, health_mounts: Vec<String>) {
+        let store = Arc::new(Credentials::new(users));
+        match self.credentials.write() {
+            Ok(mut c) => *c = store,
+            Err(p) => *p.into_inner() = store,
+        }
+        match self.health_mounts.write() {
+            Ok(mut h) => *h = health_mounts,
+            Err(p) => *p.into_inner() = health_mounts,
         }
     }
 

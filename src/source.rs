@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::SourceSpec;
 use crate::framing::{new_framer, FrameSink, Framer, FramerStats};
+use crate::ingest::{Chunked, PushConn};
+use crate::pacing::FrameClock;
 use crate::ring::RingWriter;
 use crate::stream::{Bell, SourceState, Stream};
 use crate::sys::{self, EventFd};
@@ -81,6 +83,57 @@ enum Opened {
         program: String,
     },
     Demo(std::io::PipeReader),
+    /// An encoder's connection (push ingest): the body, maybe chunked.
+    Push(PushBody),
+}
+
+/// The body of a pushed stream, as the source thread reads it.
+struct PushBody {
+    sock: std::net::TcpStream,
+    /// Decoder of a chunked body.
+    chunked: Option<Chunked>,
+    /// Bytes read (or that came with the request head) not decoded yet.
+    raw: Vec<u8>,
+    /// Decoded body bytes not handed out yet.
+    ready: Vec<u8>,
+    /// Where socket reads go when the body is chunked.
+    scratch: Vec<u8>,
+}
+
+impl PushBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.ready.is_empty() {
+                let n = self.ready.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.ready[..n]);
+                self.ready.drain(..n);
+                return Ok(n);
+            }
+            if self.chunked.as_ref().is_some_and(|c| c.done()) {
+                return Ok(0);
+            }
+            let input = if !self.raw.is_empty() {
+                std::mem::take(&mut self.raw)
+            } else if self.chunked.is_none() {
+                return self.sock.read(buf);
+            } else {
+                if self.scratch.is_empty() {
+                    self.scratch = vec![0; READ_BUF];
+                }
+                let n = self.sock.read(&mut self.scratch)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                self.scratch[..n].to_vec()
+            };
+            match &mut self.chunked {
+                None => self.ready = input,
+                Some(c) => c.decode(&input, &mut self.ready).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body")
+                })?,
+            }
+        }
+    }
 }
 
 impl Opened {
@@ -89,7 +142,13 @@ impl Opened {
             Opened::File(f) => f.as_raw_fd(),
             Opened::Command { stdout, .. } => stdout.as_raw_fd(),
             Opened::Demo(p) => p.as_raw_fd(),
+            Opened::Push(b) => b.sock.as_raw_fd(),
         }
+    }
+
+    /// True when bytes are there without reading the descriptor.
+    fn buffered(&self) -> bool {
+        matches!(self, Opened::Push(b) if !b.raw.is_empty() || !b.ready.is_empty())
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -97,6 +156,7 @@ impl Opened {
             Opened::File(f) => f.read(buf),
             Opened::Command { stdout, .. } => stdout.read(buf),
             Opened::Demo(p) => p.read(buf),
+            Opened::Push(b) => b.read(buf),
         }
     }
 
@@ -106,6 +166,10 @@ impl Opened {
     fn close(self) -> Option<String> {
         match self {
             Opened::File(_) | Opened::Demo(_) => None,
+            Opened::Push(b) => {
+                let _ = b.sock.shutdown(std::net::Shutdown::Both);
+                None
+            }
             Opened::Command {
                 mut child,
                 stdout,
@@ -172,7 +236,42 @@ struct SourceThread {
     buf: Vec<u8>,
     backoff: Duration,
     last_stat_log: Instant,
+    /// A `realtime` source's frames waiting for their time (and its clock);
+    /// kept across sessions, so a looped file plays on without a gap.
+    paced: Option<Paced>,
 }
+
+/// Frames of a `realtime` source, published when they are due.
+struct Paced {
+    kind: crate::config::FramerKind,
+    clock: FrameClock,
+    /// Frames (with how long each plays) and stream headers, in order.
+    queue: std::collections::VecDeque<PacedItem>,
+    /// How much playing time the queue holds.
+    queued: Duration,
+    /// When the next frame is due (`None`: at once, a new time base).
+    next: Option<Instant>,
+}
+
+impl Paced {
+    fn new(kind: crate::config::FramerKind, byte_rate: u64) -> Paced {
+        Paced {
+            kind,
+            clock: FrameClock::new(kind, byte_rate),
+            queue: std::collections::VecDeque::new(),
+            queued: Duration::ZERO,
+            next: None,
+        }
+    }
+}
+
+enum PacedItem {
+    Frame(Vec<u8>, Duration),
+    Header(Vec<u8>),
+}
+
+/// A realtime source reads ahead at most this much playing time.
+const PACED_AHEAD: Duration = Duration::from_secs(2);
 
 impl SourceThread {
     fn new(ctx: SourceContext) -> SourceThread {
@@ -188,6 +287,7 @@ impl SourceThread {
             buf: vec![0; READ_BUF],
             backoff: BACKOFF_MIN,
             last_stat_log: Instant::now(),
+            paced: None,
         }
     }
 
@@ -224,7 +324,20 @@ impl SourceThread {
             if self.stream().stop_requested() {
                 break;
             }
-            if wait_for_client && self.stream().clients() == 0 {
+            let push = self.stream().config().source == SourceSpec::Push;
+            let mut pushed = None;
+            if push {
+                // A push mount waits for an encoder, whoever listens.
+                match self.stream().take_push() {
+                    Some(conn) => pushed = Some(conn),
+                    None => {
+                        self.set_state(SourceState::Idle);
+                        self.stream().take_restart();
+                        self.wait_control(None);
+                        continue;
+                    }
+                }
+            } else if wait_for_client && self.stream().clients() == 0 {
                 self.set_state(SourceState::Idle);
                 // A reload while idle applies at the next open.
                 self.stream().take_restart();
@@ -239,7 +352,11 @@ impl SourceThread {
                 self.framer_kind = cfg.framer;
                 self.framer_seen = FramerStats::default();
             }
-            let opened = match self.open() {
+            let opened = match pushed.map(|c| self.open_push(c)) {
+                Some(o) => Ok(o),
+                None => self.open(),
+            };
+            let opened = match opened {
                 Ok(o) => o,
                 Err(e) => {
                     self.stream().source_stats.open_errors.inc();
@@ -282,8 +399,25 @@ impl SourceThread {
                 s.frames_in.get(),
                 s.invalid_bytes.get(),
             );
+            if push {
+                // The mount is free for the next encoder; listeners stay.
+                self.stream().set_session_info(None);
+                self.stream().release_push();
+                match end {
+                    SessionEnd::Stop => break,
+                    SessionEnd::Quiet => s.quiet_kills.inc(),
+                    SessionEnd::Eof | SessionEnd::Error(_) => s.ends.inc(),
+                    _ => {}
+                }
+                continue;
+            }
             match end {
                 SessionEnd::Stop => break,
+                SessionEnd::Eof if self.stream().config().loop_file => {
+                    // A looped file starts again at once.
+                    s.ends.inc();
+                    self.backoff = BACKOFF_MIN;
+                }
                 SessionEnd::Restart => {
                     self.backoff = BACKOFF_MIN;
                 }
@@ -337,6 +471,33 @@ impl SourceThread {
             }
             self.wait_control(Some(until - now));
         }
+    }
+
+    /// Take over a pushed connection (the shard answered the handshake).
+    fn open_push(&self, conn: PushConn) -> Opened {
+        log::info!(
+            "source connected stream={} from={} user={} content_type={:?}{}",
+            self.stream().name,
+            conn.peer,
+            conn.user,
+            conn.accepted.content_type,
+            if conn.accepted.chunked {
+                " chunked"
+            } else {
+                ""
+            }
+        );
+        self.stream()
+            .set_session_info(Some(conn.accepted.info.clone()));
+        let sock = std::net::TcpStream::from(conn.fd);
+        let _ = sock.set_nonblocking(true);
+        Opened::Push(PushBody {
+            sock,
+            chunked: conn.accepted.chunked.then(Chunked::new),
+            raw: conn.leftover,
+            ready: Vec::new(),
+            scratch: Vec::new(),
+        })
     }
 
     fn open(&self) -> io::Result<Opened> {
@@ -411,6 +572,14 @@ impl SourceThread {
         let mut consumed: u64 = 0;
         let mut pace_origin = began;
         let initial_allowance = cfg.frame_bytes as u64;
+        // A realtime file has read to its end and plays out its queue.
+        let mut eof_seen = false;
+        if cfg.realtime {
+            let keep = self.paced.take().filter(|p| p.kind == cfg.framer);
+            self.paced = Some(keep.unwrap_or_else(|| Paced::new(cfg.framer, cfg.source_bandwidth)));
+        } else {
+            self.paced = None;
+        }
         loop {
             if self.stream().stop_requested() {
                 return (SessionEnd::Stop, opened);
@@ -425,7 +594,11 @@ impl SourceThread {
             let mut timeout: Option<Duration> = None;
             let mut shorten =
                 |d: Duration| timeout = Some(timeout.map_or(d, |t: Duration| t.min(d)));
-            if let Some(q) = cfg.max_quiet_interval {
+            let quiet_limit = match cfg.source {
+                SourceSpec::Push | SourceSpec::Relay(_) => Some(cfg.source_timeout),
+                _ => cfg.max_quiet_interval,
+            };
+            if let Some(q) = quiet_limit {
                 let quiet = now - last_data;
                 if quiet >= q {
                     log::warn!(
@@ -471,9 +644,26 @@ impl SourceThread {
                 }
                 want = want.min(room);
             }
-            let ready = match sys::wait_readable(&[opened.fd(), control], timeout) {
-                Ok(r) => r,
-                Err(e) => return (SessionEnd::Error(e), opened),
+            if let Some(wait) = self.publish_due() {
+                // A realtime source holds enough: wait for the next frame's
+                // time instead of reading ahead.
+                let full = self.paced.as_ref().is_some_and(|p| p.queued >= PACED_AHEAD);
+                if eof_seen || full {
+                    self.wait_control(Some(timeout.map_or(wait, |t| t.min(wait))));
+                    last_data = Instant::now();
+                    continue;
+                }
+                shorten(wait);
+            } else if eof_seen {
+                return (SessionEnd::Eof, opened);
+            }
+            let ready = if opened.buffered() {
+                vec![true, false]
+            } else {
+                match sys::wait_readable(&[opened.fd(), control], timeout) {
+                    Ok(r) => r,
+                    Err(e) => return (SessionEnd::Error(e), opened),
+                }
             };
             if ready[1] {
                 self.stream().control.drain();
@@ -482,6 +672,11 @@ impl SourceThread {
                 continue;
             }
             let n = match opened.read(&mut self.buf[..want]) {
+                Ok(0) if self.paced.as_ref().is_some_and(|p| !p.queue.is_empty()) => {
+                    // Play out what is queued first.
+                    eof_seen = true;
+                    continue;
+                }
                 Ok(0) => return (SessionEnd::Eof, opened),
                 Ok(n) => n,
                 Err(e)
@@ -539,9 +734,13 @@ impl SourceThread {
     /// header the framer emits (Ogg header pages) the header of the frames
     /// published after it.
     fn feed(&mut self, from: usize, to: usize) {
+        let every = (self.writer.ring().capacity() / 8).max(1);
         let mut sink = Publish {
             writer: &mut self.writer,
             stream: &self.ctx.stream,
+            bells: &self.ctx.bells,
+            ring_every: every,
+            paced: self.paced.as_mut(),
             published: 0,
         };
         self.framer.push(&self.buf[from..to], &mut sink);
@@ -549,8 +748,67 @@ impl SourceThread {
         self.sync_framer_stats();
         if published > 0 {
             self.stream().source_stats.frames_in.add(published);
+            self.stream().note_frames();
             self.ring_bells();
         }
+    }
+
+    /// A realtime source: publish the queued frames that are due. Returns
+    /// how long until the next one is due (`None`: nothing is queued, or the
+    /// source is not realtime).
+    fn publish_due(&mut self) -> Option<Duration> {
+        let paced = self.paced.as_mut()?;
+        let now = Instant::now();
+        let mut published = 0u64;
+        loop {
+            let next = *paced.next.get_or_insert(now);
+            match paced.queue.front() {
+                None => break,
+                Some(PacedItem::Header(_)) => {
+                    if let Some(PacedItem::Header(h)) = paced.queue.pop_front() {
+                        let head = self.writer.ring().head();
+                        self.ctx.stream.set_header(head, h);
+                    }
+                }
+                Some(PacedItem::Frame(_, d)) => {
+                    if next > now {
+                        break;
+                    }
+                    let d = *d;
+                    if let Some(PacedItem::Frame(f, _)) = paced.queue.pop_front() {
+                        if self.writer.publish(&f).is_some() {
+                            published += 1;
+                        }
+                    }
+                    paced.queued = paced.queued.saturating_sub(d);
+                    // Far behind (the thread was stopped, the machine
+                    // stalled): start a new time base rather than rush.
+                    let due = next + d;
+                    paced.next = Some(
+                        if now.saturating_duration_since(due) > Duration::from_secs(1) {
+                            now
+                        } else {
+                            due
+                        },
+                    );
+                }
+            }
+        }
+        let wait = match paced.queue.front() {
+            None => None,
+            Some(_) => Some(
+                paced
+                    .next
+                    .map_or(Duration::ZERO, |n| n.saturating_duration_since(now))
+                    .max(Duration::from_millis(1)),
+            ),
+        };
+        if published > 0 {
+            self.stream().source_stats.frames_in.add(published);
+            self.stream().note_frames();
+            self.ring_bells();
+        }
+        wait
     }
 
     /// Add what the framer counted since last time to the stream's counters.
@@ -639,18 +897,41 @@ impl SourceThread {
 struct Publish<'a> {
     writer: &'a mut RingWriter,
     stream: &'a Stream,
+    /// The shards' bells: rung every `ring_every` frames of a large read, so
+    /// the shards start sending before the writer is far ahead.
+    bells: &'a [Bell],
+    ring_every: u64,
+    /// A realtime source queues its frames instead (published when due).
+    paced: Option<&'a mut Paced>,
     /// Frames published so far.
     published: u64,
 }
 
 impl FrameSink for Publish<'_> {
     fn frame(&mut self, frame: &[u8]) {
+        if let Some(p) = self.paced.as_mut() {
+            let d = p.clock.duration(frame);
+            p.queued += d;
+            p.queue.push_back(PacedItem::Frame(frame.to_vec(), d));
+            return;
+        }
         if self.writer.publish(frame).is_some() {
             self.published += 1;
+            if self.published.is_multiple_of(self.ring_every) {
+                self.stream.note_frames();
+                for bell in self.bells {
+                    bell.ring();
+                }
+            }
         }
     }
 
     fn header(&mut self, header: &[u8]) {
+        if let Some(p) = self.paced.as_mut() {
+            p.clock.observe_header(header);
+            p.queue.push_back(PacedItem::Header(header.to_vec()));
+            return;
+        }
         self.stream
             .set_header(self.writer.ring().head(), header.to_vec());
     }

@@ -388,6 +388,20 @@ figures! {
         /// Connections that closed before sending a full request.
         early_close: Counter, Unit::Count, "early_close", "shard_early_close_total",
             "Connections closed before a whole request.";
+        /// Listeners moved between a stream and its fallback.
+        fallback_moves: Counter, Unit::Count, "fallback_moves", "shard_fallback_moves_total",
+            "Listeners moved to a fallback stream or back home.";
+        /// Source clients (encoders) accepted.
+        sources_accepted: Counter, Unit::Count, "sources_accepted", "shard_sources_accepted_total",
+            "Source clients (encoders) accepted.";
+        /// Source clients refused for their credentials (401), probes
+        /// without credentials included.
+        sources_unauthorized: Counter, Unit::Count, "sources_unauthorized", "shard_sources_unauthorized_total",
+            "Source clients answered 401 (no or wrong credentials).";
+        /// Source clients refused otherwise (mount in use, content type, not
+        /// a push mount).
+        sources_refused: Counter, Unit::Count, "sources_refused", "shard_sources_refused_total",
+            "Source clients refused: mount in use, content type, not a push mount.";
         /// Status pages (/status, /metrics, ...) answered.
         status_requests: Counter, Unit::Count, "status_requests", "shard_status_requests_total",
             "Status and metrics pages answered.";

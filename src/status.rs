@@ -67,6 +67,43 @@ impl Page {
     }
 }
 
+/// `GET /health`, for load balancers (answered on every listen address):
+/// 200 and a short JSON body while the server serves; 503 while it stops,
+/// or while a mount named in `health_mounts` has no live source.
+pub fn health(server: &ServerShared, set: &StreamSet) -> Page {
+    let stopping = server.shutdown.load(Ordering::Acquire);
+    let wanted = match server.health_mounts.read() {
+        Ok(h) => h.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|m| {
+            set.by_mount(m)
+                .is_none_or(|s| !s.live(s.config().fallback_after))
+        })
+        .collect();
+    let status = if stopping {
+        "stopping"
+    } else if !missing.is_empty() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = json!({
+        "status": status,
+        "streams": set.streams.len(),
+        "listeners": server.clients.load(Ordering::Relaxed),
+        "missing": missing,
+    });
+    let mut page = Page::ok("application/json", body.to_string().into_bytes());
+    if status != "ok" {
+        page.status = 503;
+        page.reason = "Service Unavailable";
+    }
+    page
+}
+
 /// True when `path` is one of the status pages (on a listener that serves
 /// them).
 pub fn is_status_path(set: &StreamSet, path: &str) -> bool {

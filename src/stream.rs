@@ -159,6 +159,19 @@ pub struct Stream {
     pub source_stats: SourceStats,
     /// Per-shard client counters of this stream (each written by its shard).
     pub client_stats: Vec<ClientStats>,
+    /// A push source holds the mount (from its accepted handshake until its
+    /// session ends): a second source gets 403 "Mountpoint in use".
+    push_busy: AtomicBool,
+    /// A push connection handed over by a shard, not yet taken by the source
+    /// thread.
+    push_slot: Mutex<Option<crate::ingest::PushConn>>,
+    /// What the current source said about the stream (a push source's
+    /// `ice-*` headers), over the configured info.
+    session_info: Mutex<Option<crate::config::StreamInfo>>,
+    /// When the source last published a frame, in ms since the stream was
+    /// created (0: never). Written by the source thread per read, read by
+    /// the shards to decide on fallbacks.
+    last_frame_ms: AtomicU64,
     /// When the stream was created.
     pub created: Instant,
 }
@@ -202,6 +215,10 @@ impl Stream {
             stop: AtomicBool::new(false),
             source_stats: SourceStats::default(),
             client_stats: (0..shards).map(|_| ClientStats::default()).collect(),
+            push_busy: AtomicBool::new(false),
+            push_slot: Mutex::new(None),
+            session_info: Mutex::new(None),
+            last_frame_ms: AtomicU64::new(0),
             created: Instant::now(),
         })
     }
@@ -482,6 +499,17 @@ impl Stream {
         true
     }
 
+    /// A listener moved here from another stream (a fallback switch): counted
+    /// without the stream's limit (moving must never disconnect anyone), and
+    /// the source woken when it is the first, for lazy start.
+    pub fn join_moved(&self) {
+        let before = self.clients.fetch_add(1, Ordering::AcqRel);
+        self.clients_peak.fetch_max(before + 1, Ordering::Relaxed);
+        if before == 0 {
+            self.control.signal();
+        }
+    }
+
     /// A client left. Wakes the source thread when it was the last, for
     /// close-idle and for the exit of a finished server.
     pub fn client_left(&self) {
@@ -493,6 +521,131 @@ impl Stream {
     /// Clients of this stream on all shards.
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::Acquire)
+    }
+
+    /// A push source wants the mount: true when it is now its (until
+    /// [`Stream::release_push`]), false when another source holds it.
+    pub fn claim_push(&self) -> bool {
+        self.push_busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Hand a claimed push connection to the source thread.
+    pub fn offer_push(&self, conn: crate::ingest::PushConn) {
+        if let Ok(mut slot) = self.push_slot.lock() {
+            *slot = Some(conn);
+        }
+        self.control.signal();
+    }
+
+    /// The push connection waiting for the source thread, if any.
+    pub fn take_push(&self) -> Option<crate::ingest::PushConn> {
+        self.push_slot.lock().ok()?.take()
+    }
+
+    /// The push session is over: the mount is free for the next source.
+    pub fn release_push(&self) {
+        self.push_busy.store(false, Ordering::Release);
+    }
+
+    /// True while a push source holds the mount.
+    pub fn push_claimed(&self) -> bool {
+        self.push_busy.load(Ordering::Acquire)
+    }
+
+    /// What listeners are told about the stream: the configured info, with
+    /// what the current source said over it.
+    pub fn info(&self) -> crate::config::StreamInfo {
+        let mut info = self.config().info.clone();
+        let session = match self.session_info.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Some(s) = session {
+            info.name = info.name.or(s.name);
+            info.description = info.description.or(s.description);
+            info.genre = info.genre.or(s.genre);
+            info.url = info.url.or(s.url);
+            info.bitrate = info.bitrate.or(s.bitrate);
+            info.public = info.public.or(s.public);
+        }
+        info
+    }
+
+    /// Set (or clear) what the current source says about the stream.
+    pub fn set_session_info(&self, info: Option<crate::config::StreamInfo>) {
+        match self.session_info.lock() {
+            Ok(mut s) => *s = info,
+            Err(p) => *p.into_inner() = info,
+        }
+    }
+
+    /// Note that frames were published now (source thread).
+    pub fn note_frames(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_frame_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// How long since the source last published a frame (`None`: never).
+    pub fn since_last_frame(&self) -> Option<Duration> {
+        let ms = self.last_frame_ms.load(Ordering::Relaxed);
+        if ms == 0 {
+            return None;
+        }
+        Some(
+            self.created
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms)),
+        )
+    }
+
+    /// True when the stream delivers: its source runs and published a frame
+    /// within `within`.
+    pub fn live(&self, within: Duration) -> bool {
+        self.state() == SourceState::Running && self.since_last_frame().is_some_and(|d| d <= within)
+    }
+
+    /// True when a listener of this stream gets frames from it now or in a
+    /// moment: its source delivers (a frame within `fallback_after`), has
+    /// just begun a session (within `fallback_after`), or is waiting to be
+    /// started by its first listener (a file, a command, the demo).
+    pub fn serving(&self) -> bool {
+        let cfg = self.config();
+        if self.live(cfg.fallback_after) {
+            return true;
+        }
+        match self.state() {
+            SourceState::Opening => true,
+            SourceState::Running => {
+                Duration::from_secs_f64(self.session_uptime()) < cfg.fallback_after
+                    && self
+                        .since_last_frame()
+                        .is_none_or(|d| d < cfg.fallback_after)
+            }
+            SourceState::Idle => self.starts_on_demand(),
+            SourceState::BackingOff | SourceState::Ended => false,
+        }
+    }
+
+    /// True for a push or relay stream: its source is another machine's.
+    pub fn is_remote(&self) -> bool {
+        matches!(
+            self.config().source,
+            crate::config::SourceSpec::Push | crate::config::SourceSpec::Relay(_)
+        )
+    }
+
+    /// True when the stream's source is started by its listeners (a file, a
+    /// command, the demo), so a listener moved to it will get frames; a push
+    /// or relay source is there only when it is.
+    pub fn starts_on_demand(&self) -> bool {
+        matches!(
+            self.config().source,
+            crate::config::SourceSpec::Path(_)
+                | crate::config::SourceSpec::Exec { .. }
+                | crate::config::SourceSpec::Demo
+        ) && self.state() != SourceState::Ended
     }
 
     /// Ask the source to stop for good.
@@ -532,5 +685,41 @@ impl StreamSet {
             .iter()
             .find(|s| s.mount.as_deref() == Some(path))
             .or_else(|| self.streams.iter().find(|s| s.mount.is_none()))
+    }
+
+    /// The stream with id `id`.
+    pub fn by_id(&self, id: u64) -> Option<&Arc<Stream>> {
+        self.streams.iter().find(|s| s.id == id)
+    }
+
+    /// The stream mounted at `mount`.
+    pub fn by_mount(&self, mount: &str) -> Option<&Arc<Stream>> {
+        self.streams
+            .iter()
+            .find(|s| s.mount.as_deref() == Some(mount))
+    }
+
+    /// Where a listener of `home` is served now: `home` itself while it
+    /// delivers (or starts for its listeners), else the first stream of its
+    /// fallback chain that does; `None` when none does. A chain that comes
+    /// back to a stream already seen stops there.
+    pub fn target_for(&self, home: &Arc<Stream>) -> Option<Arc<Stream>> {
+        let mut seen: Vec<u64> = Vec::new();
+        let mut at = home.clone();
+        loop {
+            if at.serving() {
+                return Some(at);
+            }
+            seen.push(at.id);
+            let next = at.config().fallback.clone();
+            match next.and_then(|m| self.by_mount(&m).cloned()) {
+                Some(f) if !seen.contains(&f.id) => at = f,
+                // Nothing in the chain delivers. A stream its listeners
+                // start (a command backing off, say) keeps them waiting, as
+                // it always did; a push or relay mount without its source
+                // has nothing to give.
+                _ => return (!home.is_remote()).then(|| home.clone()),
+            }
+        }
     }
 }
