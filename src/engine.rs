@@ -841,7 +841,7 @@ mod tests {
         let (fd, peer_end) = pair();
         s.try_join();
         e.server.clients.fetch_add(1, Ordering::AcqRel);
-        e.join(s, fd, peer(), start, b"HEAD\n".to_vec());
+        e.join(s, s.id, fd, peer(), start, b"HEAD\n".to_vec());
         peer_end
     }
 

@@ -28,8 +28,10 @@
 //! | [`source`] | the source thread: open / read / reopen with backoff / close-idle / quiet kill / pacing |
 //! | [`demo`] | the built-in test-tone stream used when no source is given |
 //! | [`framing`] | framers (raw, mp3 with tag skipping, AAC ADTS, Ogg pages with header capture) that cut bytes into whole frames |
+//! | [`metadata`] | in-band titles: ICY metadata blocks built for listeners and stripped from upstreams, a stream's title board |
 //! | [`pacing`] | how long a frame plays (MP3/AAC samples, Ogg granules): what paces a file read as a live stream |
 //! | [`reservoir`] | clean MP3 joins and skips: the bit-reservoir lead-in |
+//! | [`upstream`] | relays: the HTTP client that pulls a stream from an upstream (redirects, relay credentials, ICY titles) |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
 //! | [`ingest`] | push ingest: the encoder handshake rules (PUT/SOURCE, Expect, content types, ice-* headers) and the chunked-body decoder |
 //! | [`http`] | request parsing (httparse) and response bytes |
@@ -75,6 +77,7 @@ pub mod http;
 pub mod ingest;
 pub mod listener;
 pub mod logger;
+pub mod metadata;
 pub mod pacing;
 pub mod readiness;
 pub mod reservoir;
@@ -87,6 +90,7 @@ pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sys;
+pub mod upstream;
 pub mod wait;
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub const MAX_COPY_BYTES: usize = 64 * 1024;
 
 /// Bytes of one listener record in the shard's table (checked by a test):
 /// the whole per-listener memory of a caught-up listener.
-pub const LISTENER_BYTES: usize = 160;
+pub const LISTENER_BYTES: usize = 168;
 
 /// Where the bytes of one vectored send go: the listener's socket, or a
 /// scripted socket in tests.
@@ -238,6 +238,9 @@ pub struct Listener {
     pub stream_id: u64,
     /// The stream it asked for: the same, or the one whose fallback it is on.
     pub home_id: u64,
+    /// MP3: the first frame of the newest source session it has seen (a new
+    /// session gets a lead-in).
+    session_seen: u64,
     /// Bytes the listener sent after its request (it should send none).
     input: u32,
     /// The bound on its socket's unsent bytes (`TCP_NOTSENT_LOWAT`).
@@ -298,6 +301,7 @@ impl Listener {
             flags,
             stream_id: stream.id,
             home_id: stream.id,
+            session_seen: stream.session_start(),
             input: 0,
             queue_bound: 0,
             slot_gen: 0,
@@ -321,6 +325,7 @@ impl Listener {
         self.release_owned();
         self.stream_id = to.id;
         self.next = to.start_frame();
+        self.session_seen = to.session_start();
         self.offset = 0;
         self.header_from = 0;
         let config = to.config();
@@ -425,20 +430,59 @@ impl Listener {
 
     /// Before the first frame after a join or a skip of an MP3 stream: put
     /// the lead-in that carries frame `next`'s bit reservoir into the tail.
-    fn build_leadin(&mut self, stream: &Stream, head: u64) {
-        self.flags &= !LEADIN_DUE;
+    ///
+    /// At the start of a source session (an encoder that came back, a relay
+    /// that switched upstream) the frames the reservoir needs may not exist
+    /// yet: then the listener starts a few frames later, at the first frame
+    /// whose lead-in the session's frames can carry, waiting for them if
+    /// need be (returns false: send nothing yet), so its decoder never sees
+    /// a frame that borrows from nowhere.
+    fn build_leadin(&mut self, stream: &Stream, head: u64, stats: &ClientStats) -> bool {
         let ring = &stream.ring;
         let floor = stream.session_start().max(ring.oldest_safe(head));
         let mut tail = take_buffer();
-        match reservoir::lead_in(ring, self.next, floor, &mut tail) {
-            Some(frames) if frames > 0 => {
-                self.body_bytes += tail.len() as u64;
-                let o = self.owned();
-                o.tail = tail;
-                o.tail_pos = 0;
-                o.tail_frames = frames;
+        let mut target = self.next;
+        let found = loop {
+            match reservoir::lead_in(ring, target, floor, &mut tail) {
+                Some(frames) => break Some(frames),
+                None if target + 1 < head && target - self.next < reservoir::MAX_LEADIN_FRAMES => {
+                    target += 1;
+                }
+                None => break None,
             }
-            _ => give_back(tail),
+        };
+        match found {
+            Some(frames) => {
+                if target > self.next {
+                    let skipped = target - self.next;
+                    self.frames_skipped += skipped;
+                    stats.frames_skipped.add(skipped);
+                    self.next = target;
+                }
+                self.flags &= !LEADIN_DUE;
+                if frames > 0 {
+                    self.body_bytes += tail.len() as u64;
+                    let o = self.owned();
+                    o.tail = tail;
+                    o.tail_pos = 0;
+                    o.tail_frames = frames;
+                } else {
+                    give_back(tail);
+                }
+                true
+            }
+            None => {
+                give_back(tail);
+                if head - self.next <= reservoir::MAX_LEADIN_FRAMES {
+                    // Too few frames of this session yet: wait for more.
+                    false
+                } else {
+                    // Nothing carries it (not layer III after all, a broken
+                    // stream): send the frame as it is.
+                    self.flags &= !LEADIN_DUE;
+                    true
+                }
+            }
         }
     }
 
@@ -478,11 +522,23 @@ impl Listener {
         if !self.owned_pending() {
             self.skip_if_lapped(ring, head, ctx.guard, ctx.stats);
         }
+        if self.flags & MP3 != 0 && self.at_boundary() {
+            // Crossing into a new source session: its first frames may
+            // borrow from the session before, which the decoder never got.
+            let session = stream.session_start();
+            if session > self.session_seen && self.next >= session {
+                self.session_seen = session;
+                if self.next > session.saturating_sub(1) && self.frames_sent > 0 {
+                    self.flags |= LEADIN_DUE;
+                }
+            }
+        }
         if self.flags & (LEADIN_DUE | NEEDS_HEADER) == LEADIN_DUE
             && self.at_boundary()
             && head > self.next
+            && !self.build_leadin(stream, head, ctx.stats)
         {
-            self.build_leadin(stream, head);
+            return Step::CaughtUp;
         }
         // A new logical stream begins at `new_header`: its header goes out
         // before its first frame.

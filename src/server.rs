@@ -115,6 +115,7 @@ impl Control {
             core: self.source_core,
             stat_log_interval: self.stat_log_interval,
             ended: self.main_wake.clone(),
+            shared: Some(self.shared.clone()),
         };
         let thread = source::spawn(ctx)
             .map_err(|e| StartError(format!("cannot start the source thread of {what}: {e}")))?;

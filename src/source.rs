@@ -33,10 +33,12 @@ use std::time::{Duration, Instant};
 use crate::config::SourceSpec;
 use crate::framing::{new_framer, FrameSink, Framer, FramerStats};
 use crate::ingest::{Chunked, PushConn};
+use crate::metadata::{IcyStripper, Title};
 use crate::pacing::FrameClock;
 use crate::ring::RingWriter;
 use crate::stream::{Bell, SourceState, Stream};
 use crate::sys::{self, EventFd};
+use crate::upstream::{self, Url};
 
 /// First reopen delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -46,6 +48,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(5);
 /// How long a command gets to exit after SIGTERM before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_millis(1000);
+/// How long a relay waits for an upstream's response head.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the source at most per read().
 const READ_BUF: usize = 64 * 1024;
 
@@ -61,6 +65,8 @@ pub struct SourceContext {
     pub stat_log_interval: Option<Duration>,
     /// Signalled when this source ends for good (the server may then exit).
     pub ended: Arc<EventFd>,
+    /// The server (a relay's credentials for its upstream); `None` in tests.
+    pub shared: Option<Arc<crate::shared::ServerShared>>,
 }
 
 /// Start the source thread of a stream.
@@ -84,14 +90,21 @@ enum Opened {
     },
     Demo(std::io::PipeReader),
     /// An encoder's connection (push ingest): the body, maybe chunked.
-    Push(PushBody),
+    Push(NetBody),
+    /// A relay's connection to its upstream.
+    Relay(NetBody),
 }
 
-/// The body of a pushed stream, as the source thread reads it.
-struct PushBody {
+/// The body of a pushed or relayed stream, as the source thread reads it:
+/// chunked encoding and inline ICY metadata taken out.
+struct NetBody {
     sock: std::net::TcpStream,
     /// Decoder of a chunked body.
     chunked: Option<Chunked>,
+    /// Inline metadata blocks to strip (a relay that asked for titles).
+    icy: Option<IcyStripper>,
+    /// Titles found, for the source thread to post.
+    titles: Vec<Title>,
     /// Bytes read (or that came with the request head) not decoded yet.
     raw: Vec<u8>,
     /// Decoded body bytes not handed out yet.
@@ -100,7 +113,7 @@ struct PushBody {
     scratch: Vec<u8>,
 }
 
-impl PushBody {
+impl NetBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if !self.ready.is_empty() {
@@ -114,10 +127,11 @@ impl PushBody {
             }
             let input = if !self.raw.is_empty() {
                 std::mem::take(&mut self.raw)
-            } else if self.chunked.is_none() {
+            } else if self.chunked.is_none() && self.icy.is_none() {
                 return self.sock.read(buf);
             } else {
                 if self.scratch.is_empty() {
+                    // (a plain body without inline titles never gets here)
                     self.scratch = vec![0; READ_BUF];
                 }
                 let n = self.sock.read(&mut self.scratch)?;
@@ -126,11 +140,22 @@ impl PushBody {
                 }
                 self.scratch[..n].to_vec()
             };
-            match &mut self.chunked {
-                None => self.ready = input,
-                Some(c) => c.decode(&input, &mut self.ready).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body")
-                })?,
+            let mut decoded = Vec::new();
+            let body = match &mut self.chunked {
+                None => input,
+                Some(c) => {
+                    c.decode(&input, &mut decoded).map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body")
+                    })?;
+                    decoded
+                }
+            };
+            match &mut self.icy {
+                None => self.ready = body,
+                Some(icy) => {
+                    let titles = icy.push(&body, &mut self.ready);
+                    self.titles.extend(titles);
+                }
             }
         }
     }
@@ -142,13 +167,13 @@ impl Opened {
             Opened::File(f) => f.as_raw_fd(),
             Opened::Command { stdout, .. } => stdout.as_raw_fd(),
             Opened::Demo(p) => p.as_raw_fd(),
-            Opened::Push(b) => b.sock.as_raw_fd(),
+            Opened::Push(b) | Opened::Relay(b) => b.sock.as_raw_fd(),
         }
     }
 
     /// True when bytes are there without reading the descriptor.
     fn buffered(&self) -> bool {
-        matches!(self, Opened::Push(b) if !b.raw.is_empty() || !b.ready.is_empty())
+        matches!(self, Opened::Push(b) | Opened::Relay(b) if !b.raw.is_empty() || !b.ready.is_empty())
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -156,7 +181,7 @@ impl Opened {
             Opened::File(f) => f.read(buf),
             Opened::Command { stdout, .. } => stdout.read(buf),
             Opened::Demo(p) => p.read(buf),
-            Opened::Push(b) => b.read(buf),
+            Opened::Push(b) | Opened::Relay(b) => b.read(buf),
         }
     }
 
@@ -166,7 +191,7 @@ impl Opened {
     fn close(self) -> Option<String> {
         match self {
             Opened::File(_) | Opened::Demo(_) => None,
-            Opened::Push(b) => {
+            Opened::Push(b) | Opened::Relay(b) => {
                 let _ = b.sock.shutdown(std::net::Shutdown::Both);
                 None
             }
@@ -319,7 +344,11 @@ impl SourceThread {
     fn run(mut self) {
         // True while the source has not run yet or was closed for idleness:
         // then it waits for a client before opening (lazy start).
-        let mut wait_for_client = true;
+        let mut wait_for_client = {
+            let cfg = self.stream().config();
+            // A relay connects at once, unless it is on demand.
+            !matches!(cfg.source, SourceSpec::Relay(_)) || cfg.on_demand
+        };
         loop {
             if self.stream().stop_requested() {
                 break;
@@ -361,7 +390,7 @@ impl SourceThread {
                 Err(e) => {
                     self.stream().source_stats.open_errors.inc();
                     log::error!("source stream={} open failed: {e}", self.stream().name);
-                    if !self.stream().config().reopen {
+                    if !self.stream().config().reopen && !self.stream().is_remote() {
                         break;
                     }
                     if !self.back_off() {
@@ -431,7 +460,7 @@ impl SourceThread {
                     } else {
                         s.ends.inc();
                     }
-                    if !self.stream().config().reopen {
+                    if !self.stream().config().reopen && !self.stream().is_remote() {
                         break;
                     }
                     if began.elapsed() >= BACKOFF_RESET_AFTER {
@@ -491,13 +520,92 @@ impl SourceThread {
             .set_session_info(Some(conn.accepted.info.clone()));
         let sock = std::net::TcpStream::from(conn.fd);
         let _ = sock.set_nonblocking(true);
-        Opened::Push(PushBody {
+        Opened::Push(NetBody {
             sock,
             chunked: conn.accepted.chunked.then(Chunked::new),
+            icy: None,
+            titles: Vec::new(),
             raw: conn.leftover,
             ready: Vec::new(),
             scratch: Vec::new(),
         })
+    }
+
+    /// Connect to the first upstream that answers, in priority order.
+    fn open_relay(&self, ups: &[crate::config::Upstream]) -> io::Result<Opened> {
+        let cfg = self.stream().config();
+        let mount = self.stream().mount.clone().unwrap_or_default();
+        // The relay role's credentials, for an upstream that asks (a hash
+        // cannot be presented: such a user is skipped).
+        let relay_auth = self.ctx.shared.as_ref().and_then(|s| {
+            s.credentials()
+                .users_with(crate::config::Role::Relay, &mount)
+                .find_map(|u| match &u.password {
+                    crate::config::Secret::Plain(p) => Some((u.name.clone(), p.clone())),
+                    crate::config::Secret::Bcrypt(_) => None,
+                })
+        });
+        let mut failures = Vec::new();
+        for (i, up) in ups.iter().enumerate() {
+            let mut url = match Url::parse(&up.url) {
+                Ok(u) => u,
+                Err(e) => {
+                    failures.push(e);
+                    continue;
+                }
+            };
+            if let (Some(u), Some(crate::config::Secret::Plain(p))) = (&up.user, &up.password) {
+                url.userinfo = Some((u.clone(), p.clone()));
+            }
+            match upstream::connect(&url, relay_auth.clone(), cfg.framer, UPSTREAM_TIMEOUT) {
+                Ok(c) => {
+                    if i > 0 {
+                        self.stream().source_stats.failovers.inc();
+                    }
+                    log::info!(
+                        "source connected stream={} upstream={} ({} of {}){}{}",
+                        self.stream().name,
+                        c.url.display(),
+                        i + 1,
+                        ups.len(),
+                        c.metaint
+                            .map(|m| format!(" icy-metaint={m}"))
+                            .unwrap_or_default(),
+                        if c.redirects > 0 {
+                            format!(" redirects={}", c.redirects)
+                        } else {
+                            String::new()
+                        },
+                    );
+                    self.stream().set_upstream(Some(c.url.display()));
+                    self.stream().set_session_info(Some(c.info.clone()));
+                    let _ = c.sock.set_nonblocking(true);
+                    return Ok(Opened::Relay(NetBody {
+                        sock: c.sock,
+                        chunked: c.chunked.then(Chunked::new),
+                        icy: c.metaint.map(IcyStripper::new),
+                        titles: Vec::new(),
+                        raw: c.leftover,
+                        ready: Vec::new(),
+                        scratch: Vec::new(),
+                    }));
+                }
+                Err(e) => {
+                    self.stream().source_stats.upstream_errors.inc();
+                    log::warn!(
+                        "source stream={} upstream={} failed: {e}",
+                        self.stream().name,
+                        url.display()
+                    );
+                    failures.push(format!("{}: {e}", url.display()));
+                }
+            }
+        }
+        self.stream().set_upstream(None);
+        Err(io::Error::other(format!(
+            "no upstream answered ({})",
+            failures.join("; ")
+        )))
     }
 
     fn open(&self) -> io::Result<Opened> {
@@ -538,9 +646,8 @@ impl SourceThread {
                     program: program.clone(),
                 })
             }
-            SourceSpec::Push | SourceSpec::Relay(_) => Err(io::Error::other(
-                "push and relay sources are opened by their own session code",
-            )),
+            SourceSpec::Push => Err(io::Error::other("a push mount waits for its encoder")),
+            SourceSpec::Relay(ups) => self.open_relay(ups),
             SourceSpec::Demo => {
                 let reader = crate::demo::spawn()?;
                 sys::set_nonblocking(reader.as_raw_fd())?;
@@ -574,6 +681,8 @@ impl SourceThread {
         let initial_allowance = cfg.frame_bytes as u64;
         // A realtime file has read to its end and plays out its queue.
         let mut eof_seen = false;
+        // An on-demand relay without listeners since then.
+        let mut idle_since: Option<Instant> = None;
         if cfg.realtime {
             let keep = self.paced.take().filter(|p| p.kind == cfg.framer);
             self.paced = Some(keep.unwrap_or_else(|| Paced::new(cfg.framer, cfg.source_bandwidth)));
@@ -586,6 +695,15 @@ impl SourceThread {
             }
             if self.stream().restart_pending() {
                 return (SessionEnd::Restart, opened);
+            }
+            let relay = matches!(cfg.source, SourceSpec::Relay(_));
+            if relay && cfg.on_demand && self.stream().clients() == 0 {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= cfg.on_demand_idle {
+                    return (SessionEnd::Idle, opened);
+                }
+            } else {
+                idle_since = None;
             }
             if cfg.close_idle && self.stream().clients() == 0 {
                 return (SessionEnd::Idle, opened);
@@ -687,6 +805,11 @@ impl SourceThread {
                 }
                 Err(e) => return (SessionEnd::Error(e), opened),
             };
+            if let Opened::Relay(b) = &mut opened {
+                for t in b.titles.drain(..) {
+                    self.ctx.stream.set_title(t);
+                }
+            }
             last_data = Instant::now();
             consumed += n as u64;
             rate_bytes += n as u64;

@@ -461,6 +461,13 @@ figures! {
         /// Bytes of an unfinished frame dropped at the end of a session.
         partial_bytes_dropped: Counter, Unit::Bytes, "partial_bytes_dropped", "stream_partial_bytes_dropped_total",
             "Bytes of an unfinished frame dropped at a session's end.";
+        /// A relay connected to another upstream than its first.
+        failovers: Counter, Unit::Count, "relay_failovers", "stream_relay_failovers_total",
+            "Relay connections to an upstream other than the first.";
+        /// Upstreams that could not be used (refused, bad answer, wrong
+        /// content type, too many redirects).
+        upstream_errors: Counter, Unit::Count, "upstream_errors", "stream_upstream_errors_total",
+            "Relay connection attempts that failed.";
         /// Header bytes captured (last session).
         header_bytes: Gauge, Unit::Bytes, "header_bytes", "stream_header_bytes",
             "Header bytes captured at the last source open.";

@@ -328,6 +328,15 @@ pub const STREAM_FIGURES: &[Figure<Getter<Stream>>] = &[
         get: |s| Value::Float(s.session_uptime()),
     },
     Figure {
+        key: "title_changes",
+        metric: "stream_title_changes_total",
+        help: "Title changes (upstream ICY blocks, metadata updates, title files).",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |s| Value::Int(s.title_changes()),
+    },
+    Figure {
         key: "head_frame",
         metric: "stream_head_frame",
         help: "Number of the next frame the source will publish.",
@@ -484,6 +493,11 @@ fn stream_json(stream: &Stream) -> Value_ {
     m.insert("content_type".into(), json!(cfg.content_type));
     m.insert("source".into(), json!(describe(&cfg.source)));
     m.insert("state".into(), json!(stream.state().name()));
+    let (_, title, _) = stream.titles.current();
+    m.insert("title".into(), json!(title.title));
+    m.insert("upstream".into(), json!(stream.upstream()));
+    m.insert("source_connected".into(), json!(stream.push_claimed()));
+    m.insert("fallback".into(), json!(cfg.fallback));
     Value_::Object(m)
 }
 

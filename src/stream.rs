@@ -172,6 +172,13 @@ pub struct Stream {
     /// created (0: never). Written by the source thread per read, read by
     /// the shards to decide on fallbacks.
     last_frame_ms: AtomicU64,
+    /// The stream's title, for listeners that ask for ICY metadata.
+    pub titles: crate::metadata::TitleBoard,
+    /// Title changes (any thread posts them: atomic add, not a single-writer
+    /// counter).
+    title_changes: AtomicU64,
+    /// The upstream a relay is connected to now (for status).
+    upstream_now: Mutex<Option<String>>,
     /// When the stream was created.
     pub created: Instant,
 }
@@ -219,6 +226,9 @@ impl Stream {
             push_slot: Mutex::new(None),
             session_info: Mutex::new(None),
             last_frame_ms: AtomicU64::new(0),
+            titles: Default::default(),
+            title_changes: AtomicU64::new(0),
+            upstream_now: Mutex::new(None),
             created: Instant::now(),
         })
     }
@@ -581,6 +591,36 @@ impl Stream {
         }
     }
 
+    /// The upstream a relay is connected to (status).
+    pub fn upstream(&self) -> Option<String> {
+        match self.upstream_now.lock() {
+            Ok(u) => u.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Set the upstream a relay is connected to.
+    pub fn set_upstream(&self, url: Option<String>) {
+        match self.upstream_now.lock() {
+            Ok(mut u) => *u = url,
+            Err(p) => *p.into_inner() = url,
+        }
+    }
+
+    /// Post a new title (any thread); counted when it changed.
+    pub fn set_title(&self, title: crate::metadata::Title) {
+        let before = self.titles.version();
+        self.titles.set(title);
+        if self.titles.version() != before {
+            self.title_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Title changes so far.
+    pub fn title_changes(&self) -> u64 {
+        self.title_changes.load(Ordering::Relaxed)
+    }
+
     /// Note that frames were published now (source thread).
     pub fn note_frames(&self) {
         let ms = self.created.elapsed().as_millis() as u64;
@@ -623,7 +663,10 @@ impl Stream {
                         .since_last_frame()
                         .is_none_or(|d| d < cfg.fallback_after)
             }
-            SourceState::Idle => self.starts_on_demand(),
+            SourceState::Idle => {
+                self.starts_on_demand()
+                    || (cfg.on_demand && matches!(cfg.source, crate::config::SourceSpec::Relay(_)))
+            }
             SourceState::BackingOff | SourceState::Ended => false,
         }
     }
