@@ -34,6 +34,7 @@
 //! | [`upstream`] | relays: the HTTP client that pulls a stream from an upstream (redirects, relay credentials, ICY titles) |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
 //! | [`ingest`] | push ingest: the encoder handshake rules (PUT/SOURCE, Expect, content types, ice-* headers) and the chunked-body decoder |
+//! | [`websocket`] | WebSocket: the handshake, message headers (one stream frame per message), client frames, the channel URL scheme |
 //! | [`http`] | request parsing (httparse) and response bytes |
 //! | [`stats`] | single-writer counters and the declaration of every figure |
 //! | [`status`] | `/status`, `/status/clients`, `/metrics` and the HTML page, made from the declarations |
@@ -92,6 +93,7 @@ pub mod stream;
 pub mod sys;
 pub mod upstream;
 pub mod wait;
+pub mod websocket;
 
 #[cfg(test)]
 mod layout_tests {

@@ -39,11 +39,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::FramerKind;
+use crate::metadata;
 use crate::reservoir;
 use crate::ring::Ring;
 use crate::stats::ClientStats;
 use crate::stream::Stream;
 use crate::sys::{self, io_slice, IoSlice, SendResult};
+use crate::websocket;
 
 /// Most pieces in one vectored send (owned pieces + frames).
 pub const MAX_IOV: usize = 64;
@@ -55,7 +57,7 @@ pub const MAX_COPY_BYTES: usize = 64 * 1024;
 
 /// Bytes of one listener record in the shard's table (checked by a test):
 /// the whole per-listener memory of a caught-up listener.
-pub const LISTENER_BYTES: usize = 168;
+pub const LISTENER_BYTES: usize = 176;
 
 /// Where the bytes of one vectored send go: the listener's socket, or a
 /// scripted socket in tests.
@@ -84,8 +86,10 @@ impl Transport for Socket {
 #[derive(Debug, Default)]
 pub struct SendScratch {
     iov: Vec<IoSlice>,
-    /// For each frame piece: (frame number, full length, bytes in the piece).
-    pieces: Vec<(u64, usize, usize)>,
+    /// What each iovec is, and its length.
+    segs: Vec<(Seg, usize)>,
+    /// WebSocket message headers of this send (iovecs point into them).
+    ws_heads: Vec<([u8; websocket::MAX_HEADER], u8)>,
 }
 
 impl SendScratch {
@@ -93,7 +97,105 @@ impl SendScratch {
     pub fn new() -> SendScratch {
         SendScratch {
             iov: Vec::with_capacity(MAX_IOV),
-            pieces: Vec::with_capacity(MAX_IOV),
+            segs: Vec::with_capacity(MAX_IOV),
+            ws_heads: Vec::with_capacity(MAX_IOV),
+        }
+    }
+}
+
+/// What one iovec of a send is.
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    /// The response head.
+    Head,
+    /// The rest of a metadata block an earlier send took part of.
+    Block,
+    /// A metadata block placed in this send: the title (true) or "no
+    /// change" (false).
+    NewBlock(bool),
+    /// The stream header.
+    Prefix,
+    /// Owned frame bytes (lead-in, copies, a frame's rest).
+    Tail,
+    /// The message header of frame `n` (WebSocket), at this index of the
+    /// scratch headers.
+    WsHead(u64, u8),
+    /// Bytes of frame `n` from its slot; `end`: they end the frame.
+    Frame { n: u64, full: usize, end: bool },
+}
+
+/// The iovecs of one send being built: audio bytes are cut every
+/// `metaint` bytes for a metadata block (a listener that asked for ICY).
+struct Plan<'a> {
+    iov: &'a mut Vec<IoSlice>,
+    segs: &'a mut Vec<(Seg, usize)>,
+    total: usize,
+    /// Audio bytes before the next block (only with `metaint` > 0).
+    icy_left: usize,
+    metaint: usize,
+    /// The title block to place first, when the title changed.
+    title: Option<Arc<[u8]>>,
+    title_used: bool,
+}
+
+impl Plan<'_> {
+    fn push(&mut self, seg: Seg, bytes: &[u8]) {
+        self.iov.push(io_slice(bytes.as_ptr(), bytes.len()));
+        self.segs.push((seg, bytes.len()));
+        self.total += bytes.len();
+    }
+
+    /// A metadata block here: the new title once, then "no change" blocks.
+    fn block(&mut self) {
+        let (bytes, is_title): (&[u8], bool) = match &self.title {
+            Some(t) if !self.title_used => (t, true),
+            _ => (&metadata::EMPTY_BLOCK[..], false),
+        };
+        // The title block is held by the caller's `title` for the whole send,
+        // the empty block is static: both outlive the iovec.
+        let (ptr, len) = (bytes.as_ptr(), bytes.len());
+        self.title_used |= is_title;
+        self.iov.push(io_slice(ptr, len));
+        self.segs.push((Seg::NewBlock(is_title), len));
+        self.total += len;
+        self.icy_left = self.metaint;
+    }
+
+    /// Audio bytes, cut for blocks.
+    fn audio(&mut self, seg: Seg, bytes: &[u8]) {
+        if self.metaint == 0 {
+            self.push(seg, bytes);
+            return;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.icy_left == 0 {
+                self.block();
+            }
+            let take = rest.len().min(self.icy_left);
+            self.push(seg, &rest[..take]);
+            self.icy_left -= take;
+            rest = &rest[take..];
+        }
+    }
+
+    /// A whole frame from its slot, cut for blocks.
+    fn frame(&mut self, n: u64, bytes: &[u8]) {
+        let full = bytes.len();
+        if self.metaint == 0 {
+            self.push(Seg::Frame { n, full, end: true }, bytes);
+            return;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.icy_left == 0 {
+                self.block();
+            }
+            let take = rest.len().min(self.icy_left);
+            let end = take == rest.len();
+            self.push(Seg::Frame { n, full, end }, &rest[..take]);
+            self.icy_left -= take;
+            rest = &rest[take..];
         }
     }
 }
@@ -167,6 +269,10 @@ struct Owned {
     /// The response head (status line and headers) and how much went out.
     head: Vec<u8>,
     head_pos: usize,
+    /// The rest of a metadata block a send took part of (it goes whole
+    /// before any more audio).
+    block: Option<Arc<[u8]>>,
+    block_pos: usize,
     /// The stream header (shared with the stream) and how much went out.
     prefix: Option<Arc<[u8]>>,
     prefix_pos: usize,
@@ -181,7 +287,10 @@ struct Owned {
 
 impl Owned {
     fn pending(&self) -> bool {
-        self.head_pos < self.head.len() || self.prefix.is_some() || self.tail_pos < self.tail.len()
+        self.head_pos < self.head.len()
+            || self.block.is_some()
+            || self.prefix.is_some()
+            || self.tail_pos < self.tail.len()
     }
 }
 
@@ -196,6 +305,8 @@ const MP3: u8 = 4;
 const LEADIN_DUE: u8 = 8;
 /// The socket had no room; waiting for it (the engine's readiness wait).
 const BLOCKED: u8 = 16;
+/// A WebSocket listener: each frame is one binary message.
+const WEBSOCKET: u8 = 32;
 
 /// One listener's record in its shard's table.
 #[derive(Debug)]
@@ -243,6 +354,13 @@ pub struct Listener {
     session_seen: u64,
     /// Bytes the listener sent after its request (it should send none).
     input: u32,
+    /// ICY: audio bytes between metadata blocks (0: the listener did not ask).
+    metaint: u32,
+    /// ICY: audio bytes before its next block.
+    icy_left: u32,
+    /// ICY: the title version its last block carried (`u32::MAX` before the
+    /// first block, which always carries the current title).
+    title_version: u32,
     /// The bound on its socket's unsent bytes (`TCP_NOTSENT_LOWAT`).
     pub queue_bound: u32,
     /// Engine bookkeeping: the generation of the table slot (in event tokens).
@@ -303,10 +421,45 @@ impl Listener {
             home_id: stream.id,
             session_seen: stream.session_start(),
             input: 0,
+            metaint: 0,
+            icy_left: 0,
+            title_version: u32::MAX,
             queue_bound: 0,
             slot_gen: 0,
             member_pos: 0,
         }
+    }
+
+    /// The listener asked for ICY metadata: a block after every `metaint`
+    /// audio bytes, the first one carrying the current title.
+    pub fn enable_icy(&mut self, metaint: usize) {
+        let m = metaint.min(u32::MAX as usize) as u32;
+        self.metaint = m;
+        self.icy_left = m;
+    }
+
+    /// The listener speaks WebSocket: every frame goes as one binary
+    /// message (headers and copied frames too).
+    pub fn enable_websocket(&mut self) {
+        self.flags |= WEBSOCKET;
+        self.metaint = 0;
+    }
+
+    /// True for a WebSocket listener.
+    pub fn websocket(&self) -> bool {
+        self.flags & WEBSOCKET != 0
+    }
+
+    /// Queue a control message (WebSocket pong or close) to go out at the
+    /// next frame boundary.
+    pub fn queue_control(&mut self, message: Vec<u8>) {
+        let o = self.owned();
+        if o.tail_pos >= o.tail.len() {
+            o.tail.clear();
+            o.tail_pos = 0;
+            o.tail_frames = 0;
+        }
+        o.tail.extend_from_slice(&message);
     }
 
     /// How long it has been connected.
@@ -422,9 +575,17 @@ impl Listener {
         let h = stream.header_for(self.next);
         self.header_from = h.first_frame;
         if !h.bytes.is_empty() {
+            let ws = self.websocket();
             let o = self.owned();
-            o.prefix = Some(h.bytes);
-            o.prefix_pos = 0;
+            if ws {
+                // One message of its own.
+                o.tail = websocket::frame(websocket::op::BINARY, &h.bytes);
+                o.tail_pos = 0;
+                o.tail_frames = 0;
+            } else {
+                o.prefix = Some(h.bytes);
+                o.prefix_pos = 0;
+            }
         }
     }
 
@@ -460,6 +621,9 @@ impl Listener {
                     self.next = target;
                 }
                 self.flags &= !LEADIN_DUE;
+                if frames > 0 && self.websocket() {
+                    tail = ws_frames(&tail);
+                }
                 if frames > 0 {
                     self.body_bytes += tail.len() as u64;
                     let o = self.owned();
@@ -498,6 +662,11 @@ impl Listener {
                 break;
             }
             self.body_bytes += (tail.len() - before) as u64;
+            if self.flags & WEBSOCKET != 0 {
+                let mut h = [0u8; websocket::MAX_HEADER];
+                let n = websocket::header(websocket::op::BINARY, tail.len() - before, &mut h);
+                tail.splice(before..before, h[..n].iter().copied());
+            }
             frames += 1;
             self.next += 1;
         }
@@ -557,28 +726,53 @@ impl Listener {
             self.copy_frames(ring, head, new_header);
         }
 
-        let SendScratch { iov, pieces } = &mut *ctx.scratch;
+        // The title block this send may carry (a listener that asked for
+        // ICY metadata): the current title when it changed since the last
+        // block it got, else a single zero byte.
+        let title = if self.metaint > 0 {
+            let v = stream.titles.version();
+            if v != self.title_version {
+                let (v, _, block) = stream.titles.current();
+                Some((v, block))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let ws = self.flags & WEBSOCKET != 0;
+        let SendScratch {
+            iov,
+            segs,
+            ws_heads,
+        } = &mut *ctx.scratch;
         iov.clear();
-        pieces.clear();
-        let mut total = 0usize;
+        segs.clear();
+        ws_heads.clear();
+        let mut plan = Plan {
+            iov,
+            segs,
+            total: 0,
+            icy_left: self.icy_left as usize,
+            metaint: self.metaint as usize,
+            title: title.as_ref().map(|(_, b)| b.clone()),
+            title_used: false,
+        };
         if let Some(o) = &self.owned {
             if o.head_pos < o.head.len() {
-                let rest = &o.head[o.head_pos..];
-                iov.push(io_slice(rest.as_ptr(), rest.len()));
-                total += rest.len();
+                plan.push(Seg::Head, &o.head[o.head_pos..]);
+            }
+            if let Some(b) = &o.block {
+                plan.push(Seg::Block, &b[o.block_pos..]);
+                plan.icy_left = plan.metaint;
             }
             if let Some(p) = &o.prefix {
-                let rest = &p[o.prefix_pos..];
-                iov.push(io_slice(rest.as_ptr(), rest.len()));
-                total += rest.len();
+                plan.audio(Seg::Prefix, &p[o.prefix_pos..]);
             }
             if o.tail_pos < o.tail.len() {
-                let rest = &o.tail[o.tail_pos..];
-                iov.push(io_slice(rest.as_ptr(), rest.len()));
-                total += rest.len();
+                plan.audio(Seg::Tail, &o.tail[o.tail_pos..]);
             }
         }
-        let owned_pieces = iov.len();
         let cap = ring.capacity();
         // Frames older than this could be overwritten during the send.
         let floor = head.saturating_sub(cap.saturating_sub(ctx.guard.min(cap - 1)));
@@ -589,8 +783,8 @@ impl Listener {
         while self.flags & NEEDS_HEADER == 0
             && !ctx.copy_all
             && n < head
-            && iov.len() < MAX_IOV
-            && total < MAX_SEND_BYTES
+            && plan.iov.len() + 3 < MAX_IOV
+            && plan.total < MAX_SEND_BYTES
         {
             if self.max_bytes > 0 && planned >= self.max_bytes {
                 break;
@@ -604,13 +798,26 @@ impl Listener {
                 // Lapped since we read head: the next call skips forward.
                 break;
             };
-            iov.push(io_slice(f.ptr, f.len));
-            pieces.push((n, f.len, f.len));
-            total += f.len;
+            if ws {
+                let mut h = [0u8; websocket::MAX_HEADER];
+                let len = websocket::header(websocket::op::BINARY, f.len, &mut h);
+                // `ws_heads` has room for MAX_IOV headers (never reallocates
+                // while iovecs point into it).
+                ws_heads.push((h, len as u8));
+                let idx = ws_heads.len() - 1;
+                let p = ws_heads[idx].0.as_ptr();
+                plan.iov.push(io_slice(p, len));
+                plan.segs.push((Seg::WsHead(n, idx as u8), len));
+                plan.total += len;
+            }
+            // SAFETY: `f.ptr .. f.ptr + f.len` is the slot's frame, mapped
+            // while the ring lives; read only by the kernel in the send.
+            let bytes = unsafe { std::slice::from_raw_parts(f.ptr, f.len) };
+            plan.frame(n, bytes);
             planned += f.len as u64;
             n += 1;
         }
-        if iov.is_empty() {
+        if plan.iov.is_empty() {
             if head > self.next
                 && self.at_boundary()
                 && !self.limit_reached()
@@ -627,10 +834,13 @@ impl Listener {
             return Step::CaughtUp;
         }
 
-        // SAFETY: every iovec points either into `self.owned` (untouched
-        // until the call returns) or into ring slots, which stay mapped while
-        // the stream (and its ring) is alive — the caller holds it. Slot bytes
-        // may change during the call; that is detected below.
+        // SAFETY: every iovec points into `self.owned` (untouched until the
+        // call returns), into `ws_heads` or a title block held here (neither
+        // changes before the call returns: no push happens after the iovecs
+        // were made, the vector has room for MAX_IOV), or into ring slots,
+        // which stay mapped while the stream (and its ring) is alive — the
+        // caller holds it. Slot bytes may change during the call; that is
+        // detected below.
         let result = unsafe { out.send(iov) };
         iov.clear();
         let sent = match result {
@@ -644,33 +854,105 @@ impl Listener {
         };
         ctx.stats.sends.inc();
         let mut left = sent;
-
-        // Owned pieces first. The response head is not body: the byte
-        // counters (as streamserve's log line) count the body only.
+        // The response head is not body: the byte counters (as streamserve's
+        // log line) count the body only.
         let mut head_bytes = 0;
-        if owned_pieces > 0 {
-            if let Some(o) = &mut self.owned {
-                let used = (o.head.len() - o.head_pos).min(left);
-                o.head_pos += used;
-                left -= used;
-                head_bytes = used;
-                if let Some(p) = &o.prefix {
-                    let used = (p.len() - o.prefix_pos).min(left);
-                    o.prefix_pos += used;
-                    left -= used;
-                    if o.prefix_pos == p.len() {
-                        o.prefix = None;
-                        o.prefix_pos = 0;
+        // The frame being sent: its number, bytes of it already out, and the
+        // rest of its message header still to send (WebSocket).
+        let mut open_frame: Option<(u64, usize, Vec<u8>)> = None;
+        for &(seg, len) in segs.iter() {
+            if left == 0 {
+                break;
+            }
+            let used = len.min(left);
+            left -= used;
+            match seg {
+                Seg::Head => {
+                    head_bytes += used;
+                    if let Some(o) = &mut self.owned {
+                        o.head_pos += used;
                     }
                 }
-                if o.tail_pos < o.tail.len() {
-                    let used = (o.tail.len() - o.tail_pos).min(left);
-                    o.tail_pos += used;
-                    left -= used;
-                    if o.tail_pos == o.tail.len() {
-                        self.frames_sent += o.tail_frames;
-                        ctx.stats.frames_out.add(o.tail_frames);
-                        o.tail_frames = 0;
+                Seg::Block => {
+                    // The rest of a block a send took part of.
+                    if let Some(o) = &mut self.owned {
+                        o.block_pos += used;
+                        if o.block.as_ref().is_some_and(|b| o.block_pos >= b.len()) {
+                            o.block = None;
+                            o.block_pos = 0;
+                            self.icy_left = self.metaint;
+                        }
+                    }
+                }
+                Seg::NewBlock(is_title) => {
+                    if is_title {
+                        if let Some((v, _)) = &title {
+                            self.title_version = *v;
+                        }
+                    }
+                    if used < len {
+                        // A block goes out whole before any more audio.
+                        let block = match (&title, is_title) {
+                            (Some((_, b)), true) => b.clone(),
+                            _ => Arc::from(&metadata::EMPTY_BLOCK[..]),
+                        };
+                        let o = self.owned();
+                        o.block = Some(block);
+                        o.block_pos = used;
+                        self.icy_left = 0;
+                    } else {
+                        self.icy_left = self.metaint;
+                    }
+                }
+                Seg::Prefix => {
+                    self.icy_left = self.icy_left.saturating_sub(used as u32);
+                    if let Some(o) = &mut self.owned {
+                        o.prefix_pos += used;
+                        if o.prefix.as_ref().is_some_and(|p| o.prefix_pos >= p.len()) {
+                            o.prefix = None;
+                            o.prefix_pos = 0;
+                        }
+                    }
+                }
+                Seg::Tail => {
+                    self.icy_left = self.icy_left.saturating_sub(used as u32);
+                    if let Some(o) = &mut self.owned {
+                        o.tail_pos += used;
+                        if o.tail_pos >= o.tail.len() {
+                            self.frames_sent += o.tail_frames;
+                            ctx.stats.frames_out.add(o.tail_frames);
+                            o.tail_frames = 0;
+                        }
+                    }
+                }
+                Seg::WsHead(num, idx) => {
+                    let rest = if used < len {
+                        ws_heads
+                            .get(idx as usize)
+                            .map(|(h, l)| h[used..*l as usize].to_vec())
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    open_frame = Some((num, 0, rest));
+                }
+                Seg::Frame { n: num, full, end } => {
+                    let done = match &open_frame {
+                        Some((f, d, _)) if *f == num => *d,
+                        _ => 0,
+                    };
+                    if done == 0 && !ring.still_valid(num) {
+                        return Step::Finished(End::Torn);
+                    }
+                    self.icy_left = self.icy_left.saturating_sub(used as u32);
+                    if end && used == len {
+                        self.next = num + 1;
+                        self.body_bytes += full as u64;
+                        self.frames_sent += 1;
+                        ctx.stats.frames_out.inc();
+                        open_frame = None;
+                    } else {
+                        open_frame = Some((num, done + used, Vec::new()));
                     }
                 }
             }
@@ -678,43 +960,38 @@ impl Listener {
         let body = (sent - head_bytes) as u64;
         ctx.stats.bytes_out.add(body);
         self.bytes_sent += body;
-        // Then ring frames: validate each one any byte of which went out.
-        for &(num, full, _) in pieces.iter() {
-            if left == 0 {
-                break;
-            }
-            if !ring.still_valid(num) {
-                return Step::Finished(End::Torn);
-            }
-            if left >= full {
-                left -= full;
-                self.next = num + 1;
-                self.body_bytes += full as u64;
-                self.frames_sent += 1;
-                ctx.stats.frames_out.inc();
-            } else {
-                self.offset = left as u32;
-                left = 0;
-            }
-        }
-        if self.offset > 0 {
-            // A frame went out in part: the socket is full. Copy its rest out
-            // of the ring now, while the slot still holds it, so the writer
-            // cannot overwrite it before the listener has room again.
-            let (n, offset) = (self.next, self.offset as usize);
+        if let Some((num, done, ws_rest)) = open_frame {
+            // A frame (or its message header) went out in part: the socket is
+            // full. Copy the rest out of the ring now, while the slot still
+            // holds it, so the writer cannot overwrite it before the listener
+            // has room again.
             let mut tail = match self.owned.as_mut() {
-                Some(o) if o.tail.capacity() > 0 => std::mem::take(&mut o.tail),
+                Some(o) if o.tail.capacity() > 0 && o.tail_pos >= o.tail.len() => {
+                    std::mem::take(&mut o.tail)
+                }
                 _ => take_buffer(),
             };
-            if !ring.copy_frame_from(n, offset, &mut tail) {
+            tail.clear();
+            tail.extend_from_slice(&ws_rest);
+            let before = tail.len();
+            if !ring.append_frame(num, &mut tail) {
                 give_back(tail);
                 return Step::Finished(End::Torn);
             }
-            self.body_bytes += (offset + tail.len()) as u64;
-            self.next += 1;
+            let full = tail.len() - before;
+            tail.drain(before..before + done.min(full));
+            self.body_bytes += full as u64;
+            self.next = num + 1;
             self.offset = 0;
             let o = self.owned();
-            o.tail = tail;
+            if o.tail_pos < o.tail.len() {
+                // (Cannot happen: a partial frame means the owned tail went
+                // out whole first.) Keep what was pending in front.
+                let mut rest = o.tail[o.tail_pos..].to_vec();
+                rest.extend_from_slice(&tail);
+                tail = rest;
+            }
+            give_back(std::mem::replace(&mut o.tail, tail));
             o.tail_pos = 0;
             o.tail_frames = 1;
         }
@@ -751,6 +1028,26 @@ const POOL_BUFFERS: usize = 16;
 
 thread_local! {
     static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// MP3 frames (a lead-in) as WebSocket messages, one per frame.
+fn ws_frames(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 16 * 4);
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = bytes[at..]
+            .get(..4)
+            .and_then(|h| crate::framing::mp3_frame_len([h[0], h[1], h[2], h[3]]))
+            .unwrap_or(bytes.len() - at)
+            .min(bytes.len() - at)
+            .max(1);
+        out.extend_from_slice(&websocket::frame(
+            websocket::op::BINARY,
+            &bytes[at..at + len],
+        ));
+        at += len;
+    }
+    out
 }
 
 /// A tail buffer from the pool (empty, maybe with capacity).
@@ -1227,7 +1524,130 @@ mod stress {
         f
     }
 
+    /// Split a server's WebSocket output into message payloads.
+    fn ws_messages(mut b: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while b.len() >= 2 {
+            assert_eq!(b[0], 0x82, "a final binary message");
+            let (len, at) = match b[1] {
+                126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            if b.len() < at + len {
+                break;
+            }
+            out.push(b[at..at + len].to_vec());
+            b = &b[at + len..];
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn icy_blocks_sit_every_metaint_audio_bytes_and_audio_is_whole_frames(
+            plan in proptest::collection::vec(0usize..40, 1..20),
+            bursts in proptest::collection::vec(0u64..12, 1..40),
+            metaint in 1usize..50,
+            titles in proptest::collection::vec(proptest::option::of("[a-z]{1,20}"), 1..40),
+        ) {
+            let args: Vec<std::ffi::OsString> = ["-path", "/dev/null", "-frame-bytes", "16", "-source-buffer", "64"]
+                .iter().map(|s| s.into()).collect();
+            let Command::Run(mut c) = crate::config::parse_args(args, false).unwrap() else { panic!() };
+            let s = Arc::new(Stream::new(c.streams.remove(0), 1).unwrap());
+            s.set_state(SourceState::Running);
+            let mut w = RingWriter::new(s.ring.clone());
+            let fd = sys::dup(0).unwrap_or_else(|_| sys::dup(1).unwrap());
+            let mut l = Listener::new(&s, fd, "127.0.0.1:9".parse().unwrap(), 0, b"H".to_vec());
+            l.enable_icy(metaint);
+            let mut out = Room { got: Vec::new(), plan, at: 0 };
+            let mut scratch = SendScratch::new();
+            let mut published = 0u64;
+            let mut posted = vec![String::new()];
+            for (i, b) in bursts.iter().enumerate() {
+                if let Some(Some(t)) = titles.get(i) {
+                    s.titles.set(crate::metadata::Title::new(t, None));
+                    posted.push(t.clone());
+                }
+                for _ in 0..*b {
+                    w.publish(&frame(published));
+                    published += 1;
+                }
+                for _ in 0..4 {
+                    let mut ctx = SendCtx { stream: &s, stats: &s.client_stats[0], guard: 1, copy_all: false, scratch: &mut scratch };
+                    match l.try_send(&mut ctx, &mut out) {
+                        Step::Progress => continue,
+                        Step::Blocked => { l.unblock(); break }
+                        Step::Finished(e) => prop_assert!(false, "ended {e:?}"),
+                        Step::CaughtUp => break,
+                    }
+                }
+            }
+            prop_assert_eq!(out.got.first(), Some(&b'H'));
+            let mut strip = crate::metadata::IcyStripper::new(metaint);
+            let mut audio = Vec::new();
+            let seen = strip.push(&out.got[1..], &mut audio);
+            let mut last = None;
+            for chunk in audio.chunks_exact(F) {
+                let n = u64::from_be_bytes(chunk[..8].try_into().unwrap());
+                prop_assert_eq!(chunk.to_vec(), frame(n), "a torn or misaligned frame");
+                if let Some(p) = last { prop_assert!(n > p); }
+                last = Some(n);
+            }
+            // Every title seen was posted, in order.
+            let mut at = 0;
+            for t in seen {
+                let pos = posted[at..].iter().position(|p| *p == t.title);
+                prop_assert!(pos.is_some(), "title {:?} was never posted", t.title);
+                at += pos.unwrap();
+            }
+        }
+
+        #[test]
+        fn websocket_listeners_get_one_whole_frame_per_message(
+            plan in proptest::collection::vec(0usize..40, 1..20),
+            bursts in proptest::collection::vec(0u64..12, 1..40),
+        ) {
+            let args: Vec<std::ffi::OsString> = ["-path", "/dev/null", "-frame-bytes", "16", "-source-buffer", "64"]
+                .iter().map(|s| s.into()).collect();
+            let Command::Run(mut c) = crate::config::parse_args(args, false).unwrap() else { panic!() };
+            let s = Arc::new(Stream::new(c.streams.remove(0), 1).unwrap());
+            s.set_state(SourceState::Running);
+            let mut w = RingWriter::new(s.ring.clone());
+            let fd = sys::dup(0).unwrap_or_else(|_| sys::dup(1).unwrap());
+            let mut l = Listener::new(&s, fd, "127.0.0.1:9".parse().unwrap(), 0, Vec::new());
+            l.enable_websocket();
+            let mut out = Room { got: Vec::new(), plan, at: 0 };
+            let mut scratch = SendScratch::new();
+            let mut published = 0u64;
+            for b in bursts {
+                for _ in 0..b {
+                    w.publish(&frame(published));
+                    published += 1;
+                }
+                for _ in 0..4 {
+                    let mut ctx = SendCtx { stream: &s, stats: &s.client_stats[0], guard: 1, copy_all: false, scratch: &mut scratch };
+                    match l.try_send(&mut ctx, &mut out) {
+                        Step::Progress => continue,
+                        Step::Blocked => { l.unblock(); break }
+                        Step::Finished(e) => prop_assert!(false, "ended {e:?}"),
+                        Step::CaughtUp => break,
+                    }
+                }
+            }
+            let mut last = None;
+            for m in ws_messages(&out.got) {
+                prop_assert_eq!(m.len(), F);
+                let n = u64::from_be_bytes(m[..8].try_into().unwrap());
+                prop_assert_eq!(m, frame(n));
+                if let Some(p) = last { prop_assert!(n > p); }
+                last = Some(n);
+            }
+        }
+
         #[test]
         fn output_is_whole_frames(
             plan in proptest::collection::vec(0usize..40, 1..20),

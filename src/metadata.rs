@@ -112,10 +112,20 @@ pub fn parse_block(payload: &[u8]) -> Option<Title> {
 
 /// A stream's current title and its version (bumped on every change), so a
 /// listener knows whether its next block carries news.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TitleBoard {
     current: std::sync::Mutex<(u32, Arc<Title>, Arc<[u8]>)>,
     version: std::sync::atomic::AtomicU32,
+}
+
+impl Default for TitleBoard {
+    fn default() -> TitleBoard {
+        let empty = Title::default();
+        TitleBoard {
+            current: std::sync::Mutex::new((0, Arc::new(empty.clone()), Arc::from(empty.block()))),
+            version: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
 }
 
 impl TitleBoard {
