@@ -1586,6 +1586,10 @@ mod stress {
                     }
                 }
             }
+            if out.got.is_empty() {
+                // A socket that never had room.
+                return Ok(());
+            }
             prop_assert_eq!(out.got.first(), Some(&b'H'));
             let mut strip = crate::metadata::IcyStripper::new(metaint);
             let mut audio = Vec::new();
