@@ -40,7 +40,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::listener::{End, Listener, ListenerRow, SendCtx, SendScratch, Socket, Step};
+use crate::listener::{
+    End, Listener, ListenerRow, SendCtx, SendScratch, Socket, Step, Wire, WsInput,
+};
 use crate::readiness::Readiness;
 use crate::shared::ServerShared;
 use crate::stream::{SourceState, Stream};
@@ -134,6 +136,24 @@ struct Group {
     behind: bool,
     /// Members whose home is another stream (they are on its fallback).
     away: usize,
+}
+
+/// A listener handed to the engine after its request.
+#[derive(Debug)]
+pub struct Joining {
+    /// The stream it asked for (its id): the one it joins, or the mount
+    /// whose fallback it joins.
+    pub home: u64,
+    /// Its socket.
+    pub fd: OwnedFd,
+    /// Its address.
+    pub peer: SocketAddr,
+    /// The first frame it gets.
+    pub start: u64,
+    /// The response head, sent first.
+    pub head: Vec<u8>,
+    /// How it speaks.
+    pub wire: Wire,
 }
 
 /// The shard's listener table.
@@ -234,15 +254,15 @@ impl Engine {
     /// queue, watch it, and send what is pending at once (the response head,
     /// the stream header, a burst). It listens to `stream`; it asked for
     /// `home` (the same, or the mount whose fallback `stream` is).
-    pub fn join(
-        &mut self,
-        stream: &Arc<Stream>,
-        home: u64,
-        fd: OwnedFd,
-        peer: SocketAddr,
-        start: u64,
-        head: Vec<u8>,
-    ) {
+    pub fn join(&mut self, stream: &Arc<Stream>, j: Joining) {
+        let Joining {
+            home,
+            fd,
+            peer,
+            start,
+            head,
+            wire,
+        } = j;
         let bound = stream.send_queue_bound(self.max_window());
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         if let Err(e) = sys::set_notsent_lowat(raw, bound) {
@@ -251,6 +271,11 @@ impl Engine {
         let mut listener = Listener::new(stream, fd, peer, start, head);
         listener.queue_bound = bound;
         listener.home_id = home;
+        match wire {
+            Wire::Http => {}
+            Wire::Icy(metaint) => listener.enable_icy(metaint),
+            Wire::WebSocket => listener.enable_websocket(),
+        }
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -553,14 +578,40 @@ impl Engine {
             return;
         }
         if flags & (EV_IN | EV_RDHUP) != 0 {
-            // A listener has nothing to say; read it to notice the end.
+            // A listener has nothing to say (a WebSocket one pings and
+            // closes); read it to notice the end.
             let mut junk = [0u8; 2048];
+            let mut answer = false;
             loop {
                 match sys::recv_nonblocking(listener.fd(), &mut junk) {
                     Ok(0) => {
                         self.end(slot, End::Gone);
                         return;
                     }
+                    Ok(n) if listener.websocket() => match listener.ws_input(&junk[..n]) {
+                        WsInput::Fine { data } => {
+                            answer = true;
+                            if listener.note_input(data) > MAX_EXTRA_INPUT {
+                                self.server.shard_stats[self.shard].ws_protocol_errors.inc();
+                                self.end(slot, End::UnexpectedInput);
+                                return;
+                            }
+                        }
+                        WsInput::Close(code) => {
+                            if code != 1000 {
+                                self.server.shard_stats[self.shard].ws_protocol_errors.inc();
+                            }
+                            if listener.at_boundary() {
+                                // Best effort: the close goes out now or never.
+                                let close = crate::websocket::close_frame(code);
+                                let iov = [sys::io_slice(close.as_ptr(), close.len())];
+                                // SAFETY: `close` lives through the call.
+                                let _ = unsafe { sys::send_vectored(listener.fd(), &iov) };
+                            }
+                            self.end(slot, End::Gone);
+                            return;
+                        }
+                    },
                     Ok(n) => {
                         if listener.note_input(n) > MAX_EXTRA_INPUT {
                             self.end(slot, End::UnexpectedInput);
@@ -575,7 +626,16 @@ impl Engine {
                     }
                 }
             }
+            if answer && !listener.blocked() {
+                // A pong is queued: send it (and what else is due).
+                let stream_id = listener.stream_id;
+                self.send(slot, stream_id);
+                return;
+            }
         }
+        let Some(listener) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
         if flags & EV_OUT != 0 && listener.blocked() {
             listener.unblock();
             let stream_id = listener.stream_id;
@@ -841,7 +901,17 @@ mod tests {
         let (fd, peer_end) = pair();
         s.try_join();
         e.server.clients.fetch_add(1, Ordering::AcqRel);
-        e.join(s, s.id, fd, peer(), start, b"HEAD\n".to_vec());
+        e.join(
+            s,
+            Joining {
+                home: s.id,
+                fd,
+                peer: peer(),
+                start,
+                head: b"HEAD\n".to_vec(),
+                wire: Wire::Http,
+            },
+        );
         peer_end
     }
 

@@ -136,20 +136,83 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse, RequestError> {
 
 /// The response head for a stream.
 pub fn stream_head(minor_version: u8, content_type: &str) -> Vec<u8> {
-    let mut h = Vec::with_capacity(256);
-    h.extend_from_slice(if minor_version == 0 {
-        b"HTTP/1.0 200 OK\r\n"
+    stream_head_with(minor_version, content_type, &HeadExtras::default())
+}
+
+/// What a stream's response head says besides its content type.
+#[derive(Debug, Default, Clone)]
+pub struct HeadExtras<'a> {
+    /// `icy-metaint` (the listener asked for in-band titles).
+    pub metaint: Option<usize>,
+    /// The `icy-*` description of the stream.
+    pub info: Option<&'a crate::config::StreamInfo>,
+    /// `Access-Control-Allow-Origin` (and the exposed `icy-*` headers).
+    pub cors_origin: Option<&'a str>,
+    /// Extra headers (name, value).
+    pub extra: &'a [(String, String)],
+}
+
+/// Response headers a browser may read across origins.
+pub const EXPOSED_HEADERS: &str =
+    "icy-metaint, icy-name, icy-genre, icy-url, icy-description, icy-br, icy-pub, Content-Type";
+
+/// The response head for a stream, with its `icy-*`, CORS and extra
+/// headers. Every value is stripped of control characters.
+pub fn stream_head_with(minor_version: u8, content_type: &str, x: &HeadExtras<'_>) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut h = String::with_capacity(512);
+    h.push_str(if minor_version == 0 {
+        "HTTP/1.0 200 OK\r\n"
     } else {
-        b"HTTP/1.1 200 OK\r\n"
+        "HTTP/1.1 200 OK\r\n"
     });
-    h.extend_from_slice(b"Content-Type: ");
-    h.extend_from_slice(sanitize(content_type).as_bytes());
-    h.extend_from_slice(
-        b"\r\nCache-Control: no-cache, no-store\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\nServer: ringcast/",
+    let _ = write!(h, "Content-Type: {}\r\n", sanitize(content_type));
+    if let Some(info) = x.info {
+        let mut line = |name: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                let _ = write!(h, "{name}: {}\r\n", sanitize(v));
+            }
+        };
+        line("icy-name", &info.name);
+        line("icy-description", &info.description);
+        line("icy-genre", &info.genre);
+        line("icy-url", &info.url);
+        if let Some(br) = info.bitrate {
+            let _ = write!(h, "icy-br: {br}\r\n");
+        }
+        if let Some(p) = info.public {
+            let _ = write!(h, "icy-pub: {}\r\n", u8::from(p));
+        }
+    }
+    if let Some(m) = x.metaint {
+        let _ = write!(h, "icy-metaint: {m}\r\n");
+    }
+    if let Some(origin) = x.cors_origin {
+        let _ = write!(
+            h,
+            "Access-Control-Allow-Origin: {}\r\nAccess-Control-Expose-Headers: {EXPOSED_HEADERS}\r\n",
+            sanitize(origin)
+        );
+    }
+    for (name, value) in x.extra {
+        let _ = write!(h, "{}: {}\r\n", sanitize(name), sanitize(value));
+    }
+    let _ = write!(
+        h,
+        "Cache-Control: no-cache, no-store\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\nServer: ringcast/{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
     );
-    h.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-    h.extend_from_slice(b"\r\n\r\n");
-    h
+    h.into_bytes()
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) for a stream.
+pub fn preflight_response(origin: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: {}\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: Icy-MetaData, Range, Content-Type\r\nAccess-Control-Expose-Headers: {EXPOSED_HEADERS}\r\nAccess-Control-Max-Age: 86400\r\nContent-Length: 0\r\nConnection: close\r\nServer: ringcast/{}\r\n\r\n",
+        sanitize(origin),
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
 }
 
 /// A complete short response (status line, headers, text body).

@@ -15,6 +15,7 @@
 //!
 //! | module | what lives there |
 //! |---|---|
+//! | [`admin`] | the Icecast-compatible endpoints: title updates (/admin/metadata, admin.cgi), /admin/streamlist.txt, /status-json.xsl |
 //! | [`config`] | settings from the command line, the TOML file and the environment → one validated [`config::Config`] |
 //! | [`credentials`] | the credential store: users, roles per mount, plain and bcrypt passwords checked off the shards |
 //! | [`server`] | start-up (limits, listen sockets, privileges), signals, reload, shutdown, the panic policy |
@@ -68,6 +69,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod demo;

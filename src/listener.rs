@@ -263,12 +263,38 @@ impl End {
     }
 }
 
+/// What a WebSocket listener's input asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsInput {
+    /// Nothing to do but count `data` bytes of data messages.
+    Fine {
+        /// Bytes of text or binary messages (a receiver sends none).
+        data: usize,
+    },
+    /// Close with this status code (the client closed, or broke the
+    /// protocol: an unmasked frame, a bad opcode, a frame too large).
+    Close(u16),
+}
+
+/// How a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Plain HTTP: the stream as the body.
+    Http,
+    /// HTTP with an ICY metadata block every this many audio bytes.
+    Icy(usize),
+    /// WebSocket: one binary message per frame.
+    WebSocket,
+}
+
 /// Owned bytes that go out before ring frames, present only while pending.
 #[derive(Debug, Default)]
 struct Owned {
     /// The response head (status line and headers) and how much went out.
     head: Vec<u8>,
     head_pos: usize,
+    /// WebSocket: bytes of a client frame that came in part.
+    input: Vec<u8>,
     /// The rest of a metadata block a send took part of (it goes whole
     /// before any more audio).
     block: Option<Arc<[u8]>>,
@@ -462,6 +488,51 @@ impl Listener {
         o.tail.extend_from_slice(&message);
     }
 
+    /// WebSocket: take what the client sent. Pings are answered (a pong
+    /// queued for the next frame boundary); a close is answered and ends
+    /// the response; data messages are counted (a receiver has nothing to
+    /// send) and broken frames end it.
+    pub fn ws_input(&mut self, bytes: &[u8]) -> WsInput {
+        let o = self.owned();
+        o.input.extend_from_slice(bytes);
+        let mut input = std::mem::take(&mut o.input);
+        let mut at = 0;
+        let mut data = 0usize;
+        let mut reply = WsInput::Fine { data: 0 };
+        loop {
+            match websocket::parse_client_frame(&input[at..], 4096) {
+                Ok(None) => break,
+                Ok(Some((f, used))) => {
+                    at += used;
+                    match f.opcode {
+                        websocket::op::PING => {
+                            let pong = websocket::frame(websocket::op::PONG, &f.payload);
+                            self.queue_control(pong);
+                        }
+                        websocket::op::PONG => {}
+                        websocket::op::CLOSE => {
+                            reply = WsInput::Close(1000);
+                            break;
+                        }
+                        _ => data += f.payload.len(),
+                    }
+                }
+                Err(e) => {
+                    reply = WsInput::Close(e.code());
+                    break;
+                }
+            }
+        }
+        input.drain(..at);
+        if let WsInput::Fine { .. } = reply {
+            reply = WsInput::Fine { data };
+        }
+        let o = self.owned();
+        o.input = input;
+        self.release_owned();
+        reply
+    }
+
     /// How long it has been connected.
     pub fn connected_for(&self) -> std::time::Duration {
         epoch()
@@ -535,7 +606,7 @@ impl Listener {
     /// the shard's pool): a caught-up listener holds no heap memory.
     fn release_owned(&mut self) {
         if let Some(o) = &self.owned {
-            if !o.pending() {
+            if !o.pending() && o.input.is_empty() {
                 if let Some(o) = self.owned.take() {
                     give_back(o.tail);
                 }

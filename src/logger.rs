@@ -77,6 +77,11 @@ pub fn timestamp(t: SystemTime) -> String {
     )
 }
 
+/// Days since 1970-01-01 to (year, month, day) (for other date formats).
+pub fn civil(days: i64) -> (i64, u32, u32) {
+    civil_from_days(days)
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

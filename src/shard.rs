@@ -30,18 +30,21 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::admin;
 use crate::config::{Role, SourceSpec};
 use crate::credentials;
-use crate::engine::{Engine, Flush};
+use crate::engine::{Engine, Flush, Joining};
 use crate::http::{self, Method, Parse, RequestError};
 use crate::ingest;
 use crate::listener::ListenerRow;
+use crate::listener::Wire;
 use crate::shared::ServerShared;
 use crate::stats::ShardStats;
 use crate::status;
 use crate::stream::{Bell, Stream};
 use crate::sys;
 use crate::wait::WaitSet;
+use crate::websocket;
 
 /// How long a client has to send its request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -294,6 +297,18 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         respond_and_close(&mut tcp, &bytes).await;
         return;
     }
+    if admin::is_admin_path(&req.path) && matches!(req.method, Method::Get | Method::Head) {
+        let a = admin::answer_request(&shard.server, &set, &req).await;
+        if req.path.starts_with("/admin/metadata") || req.path == "/admin.cgi" {
+            if a.ok {
+                shard.stats().title_updates.inc();
+            }
+        } else {
+            shard.stats().status_requests.inc();
+        }
+        respond_and_close(&mut tcp, &a.bytes).await;
+        return;
+    }
     let status_here = kind == ListenerKind::Admin || !shard.server.admin_separate;
     if status_here && status::is_status_path(&set, &req.path) {
         let rows = if status::needs_rows(&req.path) {
@@ -328,12 +343,14 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
             return;
         }
         Method::Options => {
-            shard.stats().bad_method.inc();
-            respond_and_close(
-                &mut tcp,
-                &http::error_response(RequestError::MethodNotAllowed),
-            )
-            .await;
+            // A CORS preflight for a stream.
+            shard.stats().preflights.inc();
+            let origin = home.config().cors_origin.clone();
+            let bytes = match origin {
+                Some(o) => http::preflight_response(&o),
+                None => http::error_response(RequestError::MethodNotAllowed),
+            };
+            respond_and_close(&mut tcp, &bytes).await;
             return;
         }
         Method::Get | Method::Head => {}
@@ -348,7 +365,47 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     };
     drop(set);
     let config = home.config();
-    let head = http::stream_head(req.minor_version, &config.content_type);
+    // How the listener speaks: WebSocket, HTTP with ICY titles, plain HTTP.
+    let ws = websocket::wants_upgrade(&req);
+    let icy = !ws
+        && config.framer != crate::config::FramerKind::Ogg
+        && config.icy_metaint > 0
+        && req
+            .header("icy-metadata")
+            .is_some_and(|v| v.trim().parse::<u64>().is_ok_and(|n| n > 0));
+    let info = home.info();
+    let (head, wire) = if ws {
+        match websocket::check_handshake(&req) {
+            Ok(accept) => {
+                shard.stats().ws_upgrades.inc();
+                (websocket::switching_head(&accept, ""), Wire::WebSocket)
+            }
+            Err(e) => {
+                shard.stats().ws_bad_handshakes.inc();
+                log::warn!("websocket handshake refused from={peer}: {}", e.name());
+                let body = format!("{}\n", e.name());
+                let resp = http::simple_response(400, "Bad Request", "", &body);
+                respond_and_close(&mut tcp, &resp).await;
+                return;
+            }
+        }
+    } else {
+        let extras = http::HeadExtras {
+            metaint: icy.then_some(config.icy_metaint),
+            info: Some(&info),
+            cors_origin: config.cors_origin.as_deref(),
+            extra: &config.extra_headers,
+        };
+        let wire = if icy {
+            Wire::Icy(config.icy_metaint)
+        } else {
+            Wire::Http
+        };
+        (
+            http::stream_head_with(req.minor_version, &config.content_type, &extras),
+            wire,
+        )
+    };
     if req.method == Method::Head {
         shard.stats().head_requests.inc();
         respond_and_close(&mut tcp, &head).await;
@@ -402,10 +459,17 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     drop(req);
     shard.stats().clients_started.inc();
     stream.client_stats[shard.id].clients_total.inc();
-    shard
-        .engine
-        .borrow_mut()
-        .join(&stream, home.id, fd, peer, start, head);
+    shard.engine.borrow_mut().join(
+        &stream,
+        Joining {
+            home: home.id,
+            fd,
+            peer,
+            start,
+            head,
+            wire,
+        },
+    );
 }
 
 /// An encoder's request (`PUT` / `SOURCE`): check it as Icecast does, answer

@@ -402,6 +402,22 @@ figures! {
         /// a push mount).
         sources_refused: Counter, Unit::Count, "sources_refused", "shard_sources_refused_total",
             "Source clients refused: mount in use, content type, not a push mount.";
+        /// WebSocket listeners and publishers accepted.
+        ws_upgrades: Counter, Unit::Count, "ws_upgrades", "shard_ws_upgrades_total",
+            "WebSocket connections accepted.";
+        /// WebSocket handshakes refused (400).
+        ws_bad_handshakes: Counter, Unit::Count, "ws_bad_handshakes", "shard_ws_bad_handshakes_total",
+            "WebSocket handshakes refused.";
+        /// WebSocket clients that broke the protocol (unmasked or oversized
+        /// frames, bad opcodes, data from a receiver).
+        ws_protocol_errors: Counter, Unit::Count, "ws_protocol_errors", "shard_ws_protocol_errors_total",
+            "WebSocket clients closed for breaking the protocol.";
+        /// CORS preflights answered.
+        preflights: Counter, Unit::Count, "preflights", "shard_preflights_total",
+            "CORS preflight (OPTIONS) requests answered.";
+        /// Title updates received (admin/metadata).
+        title_updates: Counter, Unit::Count, "title_updates", "shard_title_updates_total",
+            "Title updates accepted (/admin/metadata, admin.cgi).";
         /// Status pages (/status, /metrics, ...) answered.
         status_requests: Counter, Unit::Count, "status_requests", "shard_status_requests_total",
             "Status and metrics pages answered.";
