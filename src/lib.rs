@@ -22,6 +22,7 @@
 //! | [`shared`] | server-wide state every shard and the main thread share ([`shared::ServerShared`]) |
 //! | [`shard`] | one glommio executor per core: accept loop, request tasks, the engine loop |
 //! | [`wait`] | wait sets: how a task waits for an event on its shard (one waker clone per wait) |
+//! | [`destination`] | push destinations: a stream pushed on to other servers, each with its thread and runtime status |
 //! | [`engine`] | the shard's listener table grouped by stream, delivery passes, when to send (adaptive gathering), the kernel queue bound |
 //! | [`listener`] | one listener's compact record and the state machine of its vectored sends (whole frames, laps, copies) |
 //! | [`readiness`] | the shard's epoll set of listener sockets and the thread that wakes the shard |
@@ -32,6 +33,7 @@
 //! | [`metadata`] | in-band titles: ICY metadata blocks built for listeners and stripped from upstreams, a stream's title board |
 //! | [`pacing`] | how long a frame plays (MP3/AAC samples, Ogg granules): what paces a file read as a live stream |
 //! | [`reservoir`] | clean MP3 joins and skips: the bit-reservoir lead-in |
+//! | [`titles`] | titles of pipe and command streams: a title file or a title command |
 //! | [`upstream`] | relays: the HTTP client that pulls a stream from an upstream (redirects, relay credentials, ICY titles) |
 //! | [`ring`] | the seqlock frame ring (single writer, lock-free readers) |
 //! | [`ingest`] | push ingest: the encoder handshake rules (PUT/SOURCE, Expect, content types, ice-* headers) and the chunked-body decoder |
@@ -73,6 +75,7 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod destination;
 pub mod engine;
 pub mod failpoint;
 pub mod framing;
@@ -93,6 +96,7 @@ pub mod stats;
 pub mod status;
 pub mod stream;
 pub mod sys;
+pub mod titles;
 pub mod upstream;
 pub mod wait;
 pub mod websocket;

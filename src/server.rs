@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Config, StreamConfig};
+use crate::destination::Pusher;
 use crate::engine::Flush;
 use crate::shard::{self, ListenerKind};
-use crate::shared::ServerShared;
+use crate::config::SourceSpec;
+use crate::shared::{MainRequest, ServerShared};
 use crate::source::{self, SourceContext};
 use crate::stream::{Bell, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
@@ -86,7 +88,28 @@ impl std::error::Error for StartError {}
 struct Running {
     stream: Arc<Stream>,
     thread: JoinHandle<()>,
+    /// Where it comes from: the configuration, or made while running.
+    origin: Origin,
 }
+
+/// Why a stream exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A `[[stream]]` (or the command line).
+    Config,
+    /// A WebSocket channel opened by its first publisher.
+    Channel,
+    /// A mount of the `[[mirror]]` with this index.
+    Mirror(usize),
+}
+
+/// The mount of WebSocket channel `name`.
+pub fn channel_mount(name: &str) -> String {
+    format!("/channels/{name}")
+}
+
+/// A channel with no publisher and no listener this long is closed.
+const CHANNEL_IDLE: Duration = Duration::from_secs(60);
 
 /// What the main thread keeps to start, reload and stop streams.
 struct Control {
@@ -119,7 +142,24 @@ impl Control {
         };
         let thread = source::spawn(ctx)
             .map_err(|e| StartError(format!("cannot start the source thread of {what}: {e}")))?;
-        Ok(Running { stream, thread })
+        crate::titles::spawn(stream.clone());
+        // Push destinations: a thread each, ending with the stream (never
+        // waited for at a stop: one may be blocked in a slow write).
+        let mut statuses = Vec::new();
+        for d in stream.config().destinations.clone() {
+            match Pusher::start(stream.clone(), d) {
+                Ok(p) => statuses.push(p.status),
+                Err(e) => log::error!("stream={what}: cannot start a push destination: {e}"),
+            }
+        }
+        if let Ok(mut ds) = stream.destinations.lock() {
+            *ds = statuses;
+        }
+        Ok(Running {
+            stream,
+            thread,
+            origin: Origin::Config,
+        })
     }
 
     /// Make the shards see the current streams.
@@ -138,6 +178,135 @@ impl Control {
         }
     }
 
+    /// Do what shards and threads asked (see [`MainRequest`]).
+    fn handle_requests(&mut self) {
+        let requests = self.shared.take_requests();
+        if requests.is_empty() {
+            return;
+        }
+        let mut changed = false;
+        for r in requests {
+            match r {
+                MainRequest::OpenChannel(name) => changed |= self.open_channel(&name),
+                MainRequest::MirrorMounts { index, mounts } => {
+                    changed |= self.mirror_mounts(index, &mounts)
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn open_channel(&mut self, name: &str) -> bool {
+        let mount = channel_mount(name);
+        if self.running.iter().any(|r| r.stream.mount.as_deref() == Some(&mount)) {
+            return false;
+        }
+        let open = self
+            .running
+            .iter()
+            .filter(|r| r.origin == Origin::Channel)
+            .count();
+        let channels = &self.config.channels;
+        if open >= channels.max_channels {
+            log::warn!(
+                "channel {name} refused: {open} of {} channels are open",
+                channels.max_channels
+            );
+            return false;
+        }
+        let mut sc = (*channels.template).clone();
+        sc.mount = Some(mount);
+        sc.source = SourceSpec::Push;
+        match self.start_stream(sc) {
+            Ok(mut r) => {
+                r.origin = Origin::Channel;
+                log::info!("channel {name} opened");
+                self.running.push(r);
+                true
+            }
+            Err(e) => {
+                log::error!("channel {name}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Close channels nobody publishes to or listens to any more.
+    fn close_idle_channels(&mut self) -> bool {
+        let mut closed = false;
+        let mut keep = Vec::new();
+        for r in std::mem::take(&mut self.running) {
+            let idle = r.origin == Origin::Channel
+                && !r.stream.push_claimed()
+                && r.stream.clients() == 0
+                && r.stream.since_last_frame().is_none_or(|d| d > CHANNEL_IDLE)
+                && r.stream.created.elapsed() > CHANNEL_IDLE;
+            if idle {
+                log::info!("channel {} closed (idle)", r.stream.name);
+                r.stream.request_stop();
+                self.retired.push(r.thread);
+                closed = true;
+            } else {
+                keep.push(r);
+            }
+        }
+        self.running = keep;
+        closed
+    }
+
+    /// Mirror `index` lists `mounts`: relay new ones, end those gone.
+    fn mirror_mounts(&mut self, index: usize, mounts: &[String]) -> bool {
+        let Some(mirror) = self.config.mirrors.get(index).cloned() else {
+            return false;
+        };
+        let mut changed = false;
+        let mut keep = Vec::new();
+        for r in std::mem::take(&mut self.running) {
+            let gone = r.origin == Origin::Mirror(index)
+                && !r
+                    .stream
+                    .mount
+                    .as_ref()
+                    .is_some_and(|m| mounts.contains(m));
+            if gone {
+                log::info!("mirror {}: mount {} gone upstream", mirror.origin, r.stream.name);
+                r.stream.request_stop();
+                self.retired.push(r.thread);
+                changed = true;
+            } else {
+                keep.push(r);
+            }
+        }
+        self.running = keep;
+        for m in mounts {
+            if self.running.iter().any(|r| r.stream.mount.as_ref() == Some(m)) {
+                continue;
+            }
+            if crate::config::RESERVED_PATHS.contains(&m.as_str()) || !m.starts_with('/') {
+                continue;
+            }
+            let mut sc = (*mirror.template).clone();
+            sc.mount = Some(m.clone());
+            sc.source = SourceSpec::Relay(vec![crate::config::Upstream {
+                url: format!("{}{}", mirror.origin.trim_end_matches('/'), m),
+                user: mirror.user.clone(),
+                password: mirror.password.clone(),
+            }]);
+            match self.start_stream(sc) {
+                Ok(mut r) => {
+                    r.origin = Origin::Mirror(index);
+                    log::info!("mirror {}: relaying {m}", mirror.origin);
+                    self.running.push(r);
+                    changed = true;
+                }
+                Err(e) => log::error!("mirror {}: {m}: {e}", mirror.origin),
+            }
+        }
+        changed
+    }
+
     /// SIGHUP: re-read the configuration file and apply what changed.
     fn reload(&mut self) {
         let Some(path) = self.config.config_file.clone() else {
@@ -152,8 +321,13 @@ impl Control {
             }
         };
         let (mut added, mut removed, mut changed, mut replaced) = (0, 0, 0, 0);
-        let mut next: Vec<Running> = Vec::new();
-        let mut old: Vec<Running> = std::mem::take(&mut self.running);
+        // Streams made while running (channels, mirrored mounts) are not the
+        // file's to remove.
+        let (dynamic, configured): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| r.origin != Origin::Config);
+        let mut next: Vec<Running> = dynamic;
+        let mut old: Vec<Running> = configured;
         for sc in &new.streams {
             match old.iter().position(|r| r.stream.mount == sc.mount) {
                 Some(i) => {
@@ -307,6 +481,11 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         control.running.push(r);
     }
     control.publish();
+    for (i, m) in config.mirrors.iter().enumerate() {
+        if let Err(e) = crate::upstream::spawn_mirror(i, m.clone(), shared.clone()) {
+            log::error!("mirror {}: cannot start: {e}", m.origin);
+        }
+    }
 
     // The listen descriptors, to shut them all down at the same moment when
     // stopping (they stay open until then: shards close them only after the
@@ -494,8 +673,14 @@ fn wait_for_stop(
         // Once a stream has ended, look again now and then: the last client of
         // a draining stream may leave on any shard.
         let any_ended = set.streams.iter().any(|s| s.state() == SourceState::Ended);
-        let timeout =
-            (any_ended || !control.retired.is_empty()).then(|| Duration::from_millis(100));
+        let timeout = if any_ended || !control.retired.is_empty() {
+            Some(Duration::from_millis(100))
+        } else if control.config.channels.max_channels > 0 {
+            // Idle channels are closed now and then.
+            Some(Duration::from_secs(5))
+        } else {
+            None
+        };
         drop(set);
         let ready = sys::wait_readable(
             &[stop.as_raw_fd(), hup.as_raw_fd(), control.main_wake.raw()],
@@ -513,6 +698,10 @@ fn wait_for_stop(
         }
         if ready[2] {
             control.main_wake.drain();
+        }
+        control.handle_requests();
+        if control.config.channels.max_channels > 0 && control.close_idle_channels() {
+            control.publish();
         }
         control.retired.retain(|t| !t.is_finished());
     }

@@ -52,6 +52,23 @@ pub struct ServerShared {
     pub credentials: RwLock<Arc<Credentials>>,
     /// `/health` is 503 while one of these mounts has no live source.
     pub health_mounts: RwLock<Vec<String>>,
+    /// What shards and threads ask the main thread to do (it alone changes
+    /// the stream set): open a WebSocket channel, mirror an origin's mounts.
+    requests: Mutex<Vec<MainRequest>>,
+}
+
+/// A request to the main thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MainRequest {
+    /// A publisher wants channel `name` (made if there is room).
+    OpenChannel(String),
+    /// Mirror `index` (of the configuration's) lists these mounts now.
+    MirrorMounts {
+        /// Which `[[mirror]]`.
+        index: usize,
+        /// The origin's mounts.
+        mounts: Vec<String>,
+    },
 }
 
 impl ServerShared {
@@ -78,6 +95,24 @@ impl ServerShared {
             main_wake,
             credentials: RwLock::new(Arc::new(Credentials::new(Vec::new()))),
             health_mounts: RwLock::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Ask the main thread for something (it is woken).
+    pub fn ask_main(&self, r: MainRequest) {
+        match self.requests.lock() {
+            Ok(mut q) => q.push(r),
+            Err(p) => p.into_inner().push(r),
+        }
+        self.main_wake.signal();
+    }
+
+    /// The requests waiting for the main thread.
+    pub fn take_requests(&self) -> Vec<MainRequest> {
+        match self.requests.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value as Value_};
 
 use crate::http::Request;
+use crate::destination::{DestState, DestStatus};
 use crate::listener::ListenerRow;
 use crate::shared::ServerShared;
 use crate::source::describe;
@@ -365,6 +366,88 @@ pub const STREAM_FIGURES: &[Figure<Getter<Stream>>] = &[
     },
 ];
 
+/// How a push destination's figure is read.
+pub type DestGetter = fn(&DestStatus) -> Value;
+
+/// Push destination figures (labels `stream` and `destination`).
+pub const DESTINATION_FIGURES: &[Figure<DestGetter>] = &[
+    Figure {
+        key: "up",
+        metric: "destination_up",
+        help: "1 while the destination is connected and sent to.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |d| Value::Int((d.state() == DestState::Active) as u64),
+    },
+    Figure {
+        key: "attempts",
+        metric: "destination_attempts_total",
+        help: "Connection attempts to the destination.",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |d| Value::Int(d.attempts.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "failures_in_a_row",
+        metric: "destination_failures_in_a_row",
+        help: "Failed attempts since the last success.",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        scope: Scope::Stream,
+        get: |d| Value::Int(d.failures_in_a_row.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "bytes_out",
+        metric: "destination_bytes_out_total",
+        help: "Stream bytes written to the destination.",
+        kind: Kind::Counter,
+        unit: Unit::Bytes,
+        scope: Scope::Stream,
+        get: |d| Value::Int(d.bytes_out.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "frames_skipped",
+        metric: "destination_frames_skipped_total",
+        help: "Frames the destination skipped when it fell behind.",
+        kind: Kind::Counter,
+        unit: Unit::Frames,
+        scope: Scope::Stream,
+        get: |d| Value::Int(d.frames_skipped.load(Ordering::Relaxed)),
+    },
+    Figure {
+        key: "connected_s",
+        metric: "destination_connected_seconds",
+        help: "Seconds the current connection has lasted (0: not connected).",
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        scope: Scope::Stream,
+        get: |d| Value::Float(d.connected_s()),
+    },
+];
+
+fn destinations_json(stream: &Stream) -> Value_ {
+    let ds = match stream.destinations.lock() {
+        Ok(d) => d.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    Value_::Array(
+        ds.iter()
+            .map(|d| {
+                let mut m = Map::new();
+                m.insert("url".into(), json!(d.url));
+                m.insert("state".into(), json!(d.state().name()));
+                for f in DESTINATION_FIGURES {
+                    m.insert(f.key.into(), (f.get)(d).json());
+                }
+                m.insert("last_errors".into(), json!(d.errors()));
+                Value_::Object(m)
+            })
+            .collect(),
+    )
+}
+
 /// How a listener figure is read: from its row (copied by its shard).
 pub type ListenerGetter = fn(&ListenerRow) -> Value;
 
@@ -498,6 +581,7 @@ fn stream_json(stream: &Stream) -> Value_ {
     m.insert("upstream".into(), json!(stream.upstream()));
     m.insert("source_connected".into(), json!(stream.push_claimed()));
     m.insert("fallback".into(), json!(cfg.fallback));
+    m.insert("destinations".into(), destinations_json(stream));
     Value_::Object(m)
 }
 
@@ -589,6 +673,31 @@ pub fn metrics(server: &ServerShared, set: &StreamSet) -> String {
             label(set.streams[i].mount.as_deref().unwrap_or("/"))
         )
     }));
+    // Push destinations: labelled by stream and destination.
+    let dests: Vec<(String, std::sync::Arc<DestStatus>)> = set
+        .streams
+        .iter()
+        .flat_map(|s| {
+            let mount = label(s.mount.as_deref().unwrap_or("/"));
+            let ds = match s.destinations.lock() {
+                Ok(d) => d.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            ds.into_iter().map(move |d| (mount.clone(), d))
+        })
+        .collect();
+    for f in DESTINATION_FIGURES {
+        let rows = dests
+            .iter()
+            .map(|(mount, d)| {
+                (
+                    format!("{{stream=\"{mount}\",destination=\"{}\"}}", label(&d.url)),
+                    (f.get)(d),
+                )
+            })
+            .collect();
+        families.push((f.meta(), rows));
+    }
     let mut m = String::with_capacity(16 * 1024);
     for (f, rows) in families {
         let _ = writeln!(m, "# HELP ringcast_{} {}", f.metric, f.help);

@@ -179,6 +179,8 @@ pub struct Stream {
     title_changes: AtomicU64,
     /// The upstream a relay is connected to now (for status).
     upstream_now: Mutex<Option<String>>,
+    /// The status of each push destination (set once when they start).
+    pub destinations: Mutex<Vec<Arc<crate::destination::DestStatus>>>,
     /// When the stream was created.
     pub created: Instant,
 }
@@ -229,6 +231,7 @@ impl Stream {
             titles: Default::default(),
             title_changes: AtomicU64::new(0),
             upstream_now: Mutex::new(None),
+            destinations: Mutex::new(Vec::new()),
             created: Instant::now(),
         })
     }

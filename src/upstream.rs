@@ -248,6 +248,28 @@ pub fn connect(
     Err(UpstreamError::TooManyRedirects)
 }
 
+/// A small GET (a mirror's `/admin/streamlist.txt`): the status and the
+/// body (at most 1 MiB), following no redirect.
+pub fn fetch(url: &Url, auth: Option<(String, String)>, timeout: Duration) -> Result<(u16, Vec<u8>), UpstreamError> {
+    let (mut sock, head, mut body) = request(url, auth.as_ref(), timeout)?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 8192];
+    while body.len() < 1 << 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = sock.set_read_timeout(Some(left));
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    Ok((head.status, body))
+}
+
 /// The parts of a response head a relay needs.
 #[derive(Debug, Default)]
 struct Head {
@@ -373,6 +395,73 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, UpstreamError> {
         }
     }
     Ok(Some((head, len)))
+}
+
+/// Mirroring (Icecast master/slave): poll an origin's
+/// `/admin/streamlist.txt` every `interval` and tell the main thread which
+/// mounts it lists, so it relays new ones and ends those gone. Runs until
+/// the server stops.
+pub fn spawn_mirror(
+    index: usize,
+    mirror: crate::config::Mirror,
+    shared: std::sync::Arc<crate::shared::ServerShared>,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("mirror-{index}"))
+        .spawn(move || {
+            let url = match Url::parse(&format!(
+                "{}/admin/streamlist.txt",
+                mirror.origin.trim_end_matches('/')
+            )) {
+                Ok(u) => u,
+                Err(e) => {
+                    log::error!("mirror {}: {e}", mirror.origin);
+                    return;
+                }
+            };
+            let mut last: Option<Vec<String>> = None;
+            loop {
+                let auth = match (&mirror.user, &mirror.password) {
+                    (Some(u), Some(crate::config::Secret::Plain(p))) => Some((u.clone(), p.clone())),
+                    _ => shared
+                        .credentials()
+                        .users_with(crate::config::Role::Relay, "")
+                        .find_map(|u| match &u.password {
+                            crate::config::Secret::Plain(p) => Some((u.name.clone(), p.clone())),
+                            crate::config::Secret::Bcrypt(_) => None,
+                        }),
+                };
+                match fetch(&url, auth, Duration::from_secs(10)) {
+                    Ok((200, body)) => {
+                        let mounts: Vec<String> = String::from_utf8_lossy(&body)
+                            .lines()
+                            .map(|l| l.trim().to_string())
+                            .filter(|l| l.starts_with('/') && !l.contains(char::is_whitespace))
+                            .collect();
+                        if last.as_ref() != Some(&mounts) {
+                            log::info!("mirror {}: {} mounts", mirror.origin, mounts.len());
+                            shared.ask_main(crate::shared::MainRequest::MirrorMounts {
+                                index,
+                                mounts: mounts.clone(),
+                            });
+                            last = Some(mounts);
+                        }
+                    }
+                    Ok((status, _)) => {
+                        log::warn!("mirror {}: the stream list answered {status}", mirror.origin)
+                    }
+                    Err(e) => log::warn!("mirror {}: the stream list: {e}", mirror.origin),
+                }
+                let until = Instant::now() + mirror.interval;
+                while Instant::now() < until {
+                    if shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+        .map(drop)
 }
 
 #[cfg(test)]
