@@ -12,10 +12,20 @@
 //! max_clients = 0
 //! stat_log_interval = "1m"
 //! uid = "ringcast"                 # optional: drop to this user after binding
+//! health_mounts = ["/live.mp3"]    # /health is 503 while one has no source
+//!
+//! [[user]]                         # the credential store
+//! name = "dj"                      # no ':'
+//! password = "$2y$05$..."          # htpasswd -B's bcrypt, or as written
+//! # password_file = "/etc/ringcast/dj.pw"  # or its first line, read at each load
+//! roles = ["source"]               # source | admin | relay, at least one
+//! mounts = ["/live.mp3"]           # default: every mount
 //!
 //! [[stream]]
 //! mount = "/radio.mp3"
-//! exec = ["ffmpeg", "-re", "-i", "in.mp3", "-f", "mp3", "-"]  # or path = "...", or demo = true
+//! exec = ["ffmpeg", "-re", "-i", "in.mp3", "-f", "mp3", "-"]
+//!                                  # or path = "...", demo = true, push = true,
+//!                                  # relay = "http://host:port/mount" or a list
 //! framer = "mp3"                   # raw | mp3 | aac | ogg
 //! frame_bytes = 2881
 //! source_buffer = 512
@@ -29,10 +39,72 @@
 //! max_clients = 0
 //! burst_bytes = 65536              # fast start: recent frames up to this many bytes
 //! burst_ms = 2000                  # ... or this long at the measured source rate
+//! fallback = "/backup.mp3"         # listeners go there when this one stops
+//! fallback_override = true         # ... and come back when it returns
+//! fallback_after = "2s"
+//! name = "Radio"                   # icy-name; also description, genre, url,
+//! bitrate = 128                    # icy-br (kbit/s); public = true: icy-pub
+//! icy_metaint = 16000              # in-band titles every N audio bytes; 0 = off
+//! title_command = ["tail", "-F", "/run/titles"]  # or title_file = "..."
+//! cors_origin = "*"                # "" = no CORS headers
+//!
+//! [stream.headers]                 # extra response headers
+//! X-Station = "example"
+//!
+//! [[stream.destination]]           # also push this stream to another server
+//! url = "http://icecast.example:8000/radio.mp3"
+//! user = "source"
+//! password = "hackme"              # as written: ringcast sends it
+//! legacy_source = false            # SOURCE instead of PUT
+//! retry_limit = 10                 # default: retry forever
+//!
+//! [[stream]]
+//! mount = "/live.mp3"
+//! push = true                      # encoders PUT/SOURCE here (a [[user]] with source)
+//! source_timeout = "10s"           # drop an encoder silent this long
+//!
+//! [[stream]]
+//! mount = "/relay.mp3"
+//! relay = ["http://relay:pw@origin:8000/live.mp3", "http://backup:8000/live.mp3"]
+//! on_demand = true                 # connect only while there are listeners
+//! on_demand_idle = "10s"
+//!
+//! [[stream]]
+//! mount = "/backup.mp3"
+//! path = "/srv/loop.mp3"
+//! framer = "mp3"
+//! realtime = true                  # at the pace of its frames
+//! loop = true                      # again from the start at its end
+//!
+//! [[mirror]]                       # relay every mount of an origin
+//! origin = "http://master.example:8000"
+//! user = "relay"                   # user and password: both or neither
+//! password = "pw"
+//! interval = "120s"                # re-read /admin/streamlist.txt this often
+//! framer = "mp3"                   # and the stream settings of its mounts
+//! on_demand = true
+//!
+//! [channels]                       # WebSocket /CHANNEL/KEY/publish
+//! max_channels = 16                # 0 = off
+//! keys = ["k3y"]                   # [a-z0-9_-]{1,128}; empty = any key
+//! framer = "raw"                   # and the stream settings of each channel
+//! frame_bytes = 4096
 //! ```
 //!
 //! The keys are the settings table's (`table.rs`): each has the meaning,
-//! default and limits of its flag. This module reads the TOML into raw
+//! default and limits of its flag. The tables in the file (`[[user]]`,
+//! `[[stream.destination]]`, `[[mirror]]`, `[channels]`) have keys of their
+//! own scopes in that table; a `[[mirror]]` and `[channels]` also take the
+//! stream settings listed in `MIRROR_STREAM_KEYS` / `CHANNEL_STREAM_KEYS`
+//! for the streams they create; `[stream.headers]` is free names.
+//!
+//! Defaults that depend on the source: a `push` or `relay` stream is mp3
+//! unless `framer` says otherwise (raw frames from the network are 4096
+//! bytes), its `reopen` has no meaning (a push mount waits for the next
+//! encoder, a relay always reconnects) and `close_idle` is an error with it
+//! (a relay's is `on_demand`). `loop = true` implies `reopen`. A `[[mirror]]`
+//! is mp3 unless said otherwise (`"auto"`, the upstream's content type, is
+//! not supported yet); a channel is raw, 4096-byte frames. This module reads the TOML into raw
 //! settings (checking only TOML types), merges the environment over them
 //! (`RINGCAST_*` wins over the file for server-wide settings, and for the
 //! stream of a one-stream file; a per-stream variable with several streams

@@ -755,6 +755,100 @@ mod tests {
         }
     }
 
+    #[test]
+    fn http_urls() {
+        let u = parse_http_url("HTTP://Us%65r:p%3Aw@Host.Example:8000/a/b?c=d").unwrap();
+        assert_eq!(
+            u,
+            HttpUrl {
+                host: "host.example".into(),
+                port: 8000,
+                path: "/a/b?c=d".into(),
+                user: Some("User".into()),
+                password: Some("p:w".into()),
+            }
+        );
+        assert_eq!(u.without_credentials(), "http://host.example:8000/a/b?c=d");
+        let u = parse_http_url("http://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 80, ""));
+        assert_eq!(u.without_credentials(), "http://[::1]:80");
+        // The last '@' ends the credentials.
+        let u = parse_http_url("http://u:p@ss@h/x").unwrap();
+        assert_eq!(
+            (u.password.as_deref(), u.host.as_str()),
+            (Some("p@ss"), "h")
+        );
+        for bad in [
+            "",
+            "http://",
+            "http:///x",
+            "https://h/x",
+            "ws://h/x",
+            "http://h:/x",
+            "http://h:0/x",
+            "http://h:65536/x",
+            "http://h:x/x",
+            "http://h/#f",
+            "http://h/ x",
+            "http://h?x",
+            "http://[::1/x",
+            "http://[nope]/x",
+            "http://a b/x",
+            "http://:p@h/x",
+            "http://u:@h/x",
+            "http://u:%4@h/x",
+            "http://u:%ff@h/x",
+        ] {
+            assert!(parse_http_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_http_url("https://h/").unwrap_err().contains("TLS"));
+    }
+
+    #[test]
+    fn urls_in_messages_hide_their_password() {
+        assert_eq!(redact_url("http://u:pw@h/x"), "http://u:<secret>@h/x");
+        assert_eq!(redact_url("http://u:p/w@h/x"), "http://u:<secret>@h/x");
+        assert_eq!(redact_url("http://u@h/x"), "http://u@h/x");
+        assert_eq!(redact_url("http://h:80/x"), "http://h:80/x");
+        assert_eq!(redact_url("no url"), "no url");
+    }
+
+    #[test]
+    fn bcrypt_hashes() {
+        let good = "$2y$05$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu";
+        assert_eq!(bcrypt_syntax(good), Some(Ok(())));
+        assert_eq!(bcrypt_syntax(&good.replace("$2y$", "$2a$")), Some(Ok(())));
+        assert_eq!(bcrypt_syntax(&good.replace("$2y$", "$2b$")), Some(Ok(())));
+        for plain in ["secret", "$1$abc", "$2x$05$...", "$2$05$", ""] {
+            assert_eq!(bcrypt_syntax(plain), None, "{plain:?}");
+        }
+        for bad in [
+            "$2y$",
+            "$2y$05$short",
+            &good.replace("$05$", "$03$"),
+            &good.replace("$05$", "$32$"),
+            &good.replace("$05$", "$5x$"),
+            &good.replace("$05$", "$05_"),
+            &format!("{good}x"),
+            &good.replace('a', "!"),
+        ] {
+            assert!(matches!(bcrypt_syntax(bad), Some(Err(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_names_and_channel_keys() {
+        assert!(is_token("X-Station") && is_token("a!#$%&'*+-.^_`|~9"));
+        assert!(!is_token("") && !is_token("a b") && !is_token("a:b") && !is_token("é"));
+        assert!(reserved_header("content-TYPE").is_some());
+        assert!(reserved_header("Access-Control-Max-Age").is_some());
+        assert!(reserved_header("sec-websocket-version").is_some());
+        assert!(reserved_header("X-Frame-Options").is_none());
+        assert!(is_channel_key("a") && is_channel_key(&"z9_-".repeat(32)));
+        assert!(!is_channel_key("") && !is_channel_key(&"a".repeat(129)));
+        assert!(!is_channel_key("A") && !is_channel_key("a.b"));
+    }
+
     mod fuzz {
         use super::*;
         use proptest::prelude::*;
@@ -765,6 +859,23 @@ mod tests {
                 let _ = parse_duration(&s);
                 if !s.bytes().any(|b| b.is_ascii_alphabetic()) {
                     let _ = parse_address(&s); // no host names: no DNS in a property test
+                }
+            }
+
+            #[test]
+            fn arbitrary_urls_never_panic_and_never_show_a_password(
+                s in "[ -~é]{0,24}",
+                user in "[a-z]{1,6}",
+                password in "[A-Z]{8,12}",
+                rest in "[a-z0-9:/@.?#%\\[\\]-]{0,12}",
+            ) {
+                let _ = parse_http_url(&s);
+                let _ = redact_url(&s);
+                let _ = bcrypt_syntax(&s);
+                let url = format!("http://{user}:{password}@{rest}");
+                prop_assert!(!redact_url(&url).contains(&password));
+                if let Err(why) = parse_http_url(&url) {
+                    prop_assert!(!why.contains(&password));
                 }
             }
 

@@ -478,6 +478,11 @@ impl Check {
             return Some(Vec::new());
         };
         let list = self.strings_of(s, &g)?;
+        if list.is_empty() {
+            let why = "names no mount: leave mounts out for every mount";
+            self.report(s, &g.origin, Fault::Missing, why);
+            return None;
+        }
         let mut ok = true;
         for m in &list {
             if !mounts.contains(m) {
@@ -531,10 +536,14 @@ impl Check {
                 );
             }
             let interval = self.duration(m, Setting::MirrorInterval);
-            if let Some(d) = interval.filter(|d| d.as_secs() < 1) {
+            if interval.is_some_and(|d| d.as_secs() < 1) {
                 if let Some(g) = self.value(m, Setting::MirrorInterval) {
-                    let why = format!("must be at least 1s, not {d:?}");
-                    self.bad(Setting::MirrorInterval, &g, Fault::Range, why);
+                    self.bad(
+                        Setting::MirrorInterval,
+                        &g,
+                        Fault::Range,
+                        "must be at least 1s",
+                    );
                 }
             }
             let template = self.stream_config(m, Mode::Mirror);
