@@ -302,3 +302,150 @@ fn sighup_re_reads_the_file_and_re_applies_the_environment() {
     assert_eq!(c.header("Content-Type").as_deref(), Some("audio/x-two"));
     frames_of(&mut c, b'E', 3);
 }
+
+/// A file with every key of the next issues' settings (push and relay
+/// sources, fallbacks, destinations, stream info, ICY, titles, CORS and
+/// headers, users, health mounts, mirrors, channels).
+const ALL_NEW_KEYS: &str = r#"listen = "127.0.0.1:0"
+health_mounts = ["/live.mp3"]
+
+[[user]]
+name = "dj"
+password = "$2y$05$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu"
+roles = ["source"]
+mounts = ["/live.mp3"]
+
+[[user]]
+name = "edge"
+password_file = "PASSWORD_FILE"
+roles = ["relay", "admin"]
+
+[[stream]]
+mount = "/live.mp3"
+push = true
+fallback = "/relay.mp3"
+fallback_override = false
+fallback_after = "3s"
+source_timeout = "15s"
+name = "Live"
+description = "The live show"
+genre = "Jazz"
+url = "https://radio.example/"
+bitrate = 128
+public = true
+icy_metaint = 8192
+cors_origin = "https://player.example"
+
+[stream.headers]
+X-Station = "example"
+
+[[stream.destination]]
+url = "http://icecast.example:8000/live.mp3"
+user = "source"
+password = "hackme"
+legacy_source = true
+retry_limit = 5
+
+[[stream]]
+mount = "/relay.mp3"
+relay = ["http://relay:p%40ss@origin.example:8000/live.mp3", "http://backup.example/live.mp3"]
+on_demand = true
+on_demand_idle = "30s"
+fallback = "/loop.mp3"
+cors_origin = ""
+
+[[stream]]
+mount = "/loop.mp3"
+path = "/srv/loop.mp3"
+framer = "mp3"
+realtime = true
+loop = true
+title_file = "/run/ringcast/title"
+
+[[stream]]
+mount = "/pipe"
+exec = ["cat", "/dev/zero"]
+title_command = ["tail", "-F", "/run/ringcast/titles"]
+
+[[mirror]]
+origin = "http://master.example:8000"
+user = "relay"
+password = "hackme"
+interval = "60s"
+framer = "mp3"
+frame_bytes = 2881
+source_buffer = 256
+burst_bytes = 65536
+burst_ms = 2000
+client_max_bytes = 0
+max_clients = 100
+fallback_after = "2s"
+source_timeout = "10s"
+on_demand = true
+on_demand_idle = "10s"
+icy_metaint = 16000
+cors_origin = "*"
+
+[channels]
+max_channels = 16
+keys = ["abc", "k-2"]
+framer = "raw"
+frame_bytes = 4096
+source_buffer = 64
+burst_bytes = 65536
+"#;
+
+#[test]
+fn check_config_accepts_every_new_key_and_lists_the_new_errors_with_their_lines() {
+    let pw = temp_file("pw", "from a file\n");
+    let good = ALL_NEW_KEYS.replace("PASSWORD_FILE", pw.to_str().unwrap());
+    let file = temp_file("new-keys", &good);
+    let f = file.to_str().unwrap();
+    let out = output(&["-config", f, "-check-config"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+
+    // The same file with mistakes in the new keys: each one listed with its
+    // line, none with a secret in it.
+    let bad = good
+        .replace("roles = [\"source\"]", "roles = [\"dj\"]")
+        .replace("fallback = \"/loop.mp3\"", "fallback = \"/live.mp3\"")
+        .replace("X-Station = \"example\"", "Server = \"mine\"")
+        .replace(
+            "http://relay:p%40ss@origin.example:8000",
+            "https://relay:TOPSECRET@origin.example",
+        )
+        .replace("retry_limit = 5", "retry_limit = 0")
+        .replace("max_channels = 16", "max_channels = 2048")
+        .replace("bitrate = 128", "bitrate = 0")
+        .replace(
+            "\"/dev/zero\"]\n",
+            "\"/dev/zero\"]\non_demand = true\nrealtime = true\n",
+        );
+    let file = temp_file("new-errors", &bad);
+    let f = file.to_str().unwrap();
+    let out = output(&["-config", f, "-check-config"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        ":7: user #1 roles: invalid value \"dj\": a role is source, admin or relay",
+        ":18: stream #1 fallback: fallback cycle: /live.mp3 -> /relay.mp3 -> /live.mp3",
+        ":26: stream #1 bitrate: invalid value 0: must be at least 1",
+        ":32: stream #1 headers.Server: ringcast sets this header itself",
+        ":39: stream #1 destination #1 retry_limit: invalid value 0: must be at least 1",
+        ":43: stream #2 relay: invalid value \"https://relay:<secret>@origin.example/live.mp3\": https:// is not supported",
+        ":60: stream #4 on_demand: only for a relay source",
+        ":61: stream #4 realtime: only for a path source",
+        ":84: channels max_channels: invalid value 2048: must be at most 1024",
+    ] {
+        assert!(err.contains(want), "{want:?} not in:\n{err}");
+    }
+    assert!(
+        !err.contains("TOPSECRET") && !err.contains("hackme"),
+        "{err}"
+    );
+}

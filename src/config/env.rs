@@ -77,7 +77,7 @@ where
             Ok((setting, value)) => env.layer.set(setting, value, Origin::Env(shown)),
             Err((setting, fault, message)) => env.problems.push(Problem {
                 setting,
-                stream: None,
+                place: super::raw::Place::Top,
                 origin: Origin::Env(shown),
                 fault,
                 message,
@@ -145,7 +145,7 @@ pub(crate) fn boolean(env: &Environment, s: Setting) -> Result<Option<bool>, Pro
         .map(Some)
         .ok_or_else(|| Problem {
             setting: Some(s),
-            stream: None,
+            place: super::raw::Place::Top,
             origin: g.origin.clone(),
             fault: Fault::Syntax,
             message: format!(

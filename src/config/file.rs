@@ -12,10 +12,20 @@
 //! max_clients = 0
 //! stat_log_interval = "1m"
 //! uid = "ringcast"                 # optional: drop to this user after binding
+//! health_mounts = ["/live.mp3"]    # /health is 503 while one has no source
+//!
+//! [[user]]                         # the credential store
+//! name = "dj"                      # no ':'
+//! password = "$2y$05$..."          # htpasswd -B's bcrypt, or as written
+//! # password_file = "/etc/ringcast/dj.pw"  # or its first line, read at each load
+//! roles = ["source"]               # source | admin | relay, at least one
+//! mounts = ["/live.mp3"]           # default: every mount
 //!
 //! [[stream]]
 //! mount = "/radio.mp3"
-//! exec = ["ffmpeg", "-re", "-i", "in.mp3", "-f", "mp3", "-"]  # or path = "...", or demo = true
+//! exec = ["ffmpeg", "-re", "-i", "in.mp3", "-f", "mp3", "-"]
+//!                                  # or path = "...", demo = true, push = true,
+//!                                  # relay = "http://host:port/mount" or a list
 //! framer = "mp3"                   # raw | mp3 | aac | ogg
 //! frame_bytes = 2881
 //! source_buffer = 512
@@ -29,10 +39,72 @@
 //! max_clients = 0
 //! burst_bytes = 65536              # fast start: recent frames up to this many bytes
 //! burst_ms = 2000                  # ... or this long at the measured source rate
+//! fallback = "/backup.mp3"         # listeners go there when this one stops
+//! fallback_override = true         # ... and come back when it returns
+//! fallback_after = "2s"
+//! name = "Radio"                   # icy-name; also description, genre, url,
+//! bitrate = 128                    # icy-br (kbit/s); public = true: icy-pub
+//! icy_metaint = 16000              # in-band titles every N audio bytes; 0 = off
+//! title_command = ["tail", "-F", "/run/titles"]  # or title_file = "..."
+//! cors_origin = "*"                # "" = no CORS headers
+//!
+//! [stream.headers]                 # extra response headers
+//! X-Station = "example"
+//!
+//! [[stream.destination]]           # also push this stream to another server
+//! url = "http://icecast.example:8000/radio.mp3"
+//! user = "source"
+//! password = "hackme"              # as written: ringcast sends it
+//! legacy_source = false            # SOURCE instead of PUT
+//! retry_limit = 10                 # default: retry forever
+//!
+//! [[stream]]
+//! mount = "/live.mp3"
+//! push = true                      # encoders PUT/SOURCE here (a [[user]] with source)
+//! source_timeout = "10s"           # drop an encoder silent this long
+//!
+//! [[stream]]
+//! mount = "/relay.mp3"
+//! relay = ["http://relay:pw@origin:8000/live.mp3", "http://backup:8000/live.mp3"]
+//! on_demand = true                 # connect only while there are listeners
+//! on_demand_idle = "10s"
+//!
+//! [[stream]]
+//! mount = "/backup.mp3"
+//! path = "/srv/loop.mp3"
+//! framer = "mp3"
+//! realtime = true                  # at the pace of its frames
+//! loop = true                      # again from the start at its end
+//!
+//! [[mirror]]                       # relay every mount of an origin
+//! origin = "http://master.example:8000"
+//! user = "relay"                   # user and password: both or neither
+//! password = "pw"
+//! interval = "120s"                # re-read /admin/streamlist.txt this often
+//! framer = "mp3"                   # and the stream settings of its mounts
+//! on_demand = true
+//!
+//! [channels]                       # WebSocket /CHANNEL/KEY/publish
+//! max_channels = 16                # 0 = off
+//! keys = ["k3y"]                   # [a-z0-9_-]{1,128}; empty = any key
+//! framer = "raw"                   # and the stream settings of each channel
+//! frame_bytes = 4096
 //! ```
 //!
 //! The keys are the settings table's (`table.rs`): each has the meaning,
-//! default and limits of its flag. This module reads the TOML into raw
+//! default and limits of its flag. The tables in the file (`[[user]]`,
+//! `[[stream.destination]]`, `[[mirror]]`, `[channels]`) have keys of their
+//! own scopes in that table; a `[[mirror]]` and `[channels]` also take the
+//! stream settings listed in `MIRROR_STREAM_KEYS` / `CHANNEL_STREAM_KEYS`
+//! for the streams they create; `[stream.headers]` is free names.
+//!
+//! Defaults that depend on the source: a `push` or `relay` stream is mp3
+//! unless `framer` says otherwise (raw frames from the network are 4096
+//! bytes), its `reopen` has no meaning (a push mount waits for the next
+//! encoder, a relay always reconnects) and `close_idle` is an error with it
+//! (a relay's is `on_demand`). `loop = true` implies `reopen`. A `[[mirror]]`
+//! is mp3 unless said otherwise (`"auto"`, the upstream's content type, is
+//! not supported yet); a channel is raw, 4096-byte frames. This module reads the TOML into raw
 //! settings (checking only TOML types), merges the environment over them
 //! (`RINGCAST_*` wins over the file for server-wide settings, and for the
 //! stream of a one-stream file; a per-stream variable with several streams
@@ -46,8 +118,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::env::Environment;
-use super::raw::{Fault, Layer, Origin, Problem, Value};
-use super::table::{by_key, def, Kind, Scope};
+use super::raw::{Fault, Given, Layer, Origin, Place, Problem, Value};
+use super::table::{def, lookup, Found, Kind, Scope};
 use super::validate::{validate, Mode};
 use super::Config;
 
@@ -141,7 +213,7 @@ pub(crate) fn check(
             let key = def(s).key;
             problems.push(Problem {
                 setting: Some(s),
-                stream: None,
+                place: Place::Top,
                 origin: g.origin.clone(),
                 fault: Fault::Conflict,
                 message: format!(
@@ -174,14 +246,12 @@ fn render(problems: Vec<Problem>, lines: &Lines<'_>) -> Rendered {
     let mut inside = Vec::new();
     let mut outside = Vec::new();
     for p in problems {
-        let key = match (&p.origin, p.setting) {
-            (Origin::File { key, .. }, _) => key.clone(),
-            (_, Some(s)) => def(s).key.to_owned(),
-            (_, None) => String::new(),
+        let (key, place, line) = match (&p.origin, p.setting) {
+            (Origin::File { key, place, line }, _) => (key.clone(), *place, *line),
+            (_, Some(s)) => (def(s).key.to_owned(), p.place, None),
+            (_, None) => (String::new(), p.place, None),
         };
-        let line = match &p.origin {
-            Origin::File { line, .. } => *line,
-            Origin::Default => lines.of(p.stream, &key),
+        match &p.origin {
             Origin::Env(name) => {
                 outside.push(format!("{name}: {}", p.message));
                 continue;
@@ -190,13 +260,16 @@ fn render(problems: Vec<Problem>, lines: &Lines<'_>) -> Rendered {
                 outside.push(format!("-{flag}: {}", p.message));
                 continue;
             }
+            Origin::File { .. } | Origin::Default => {}
+        }
+        let line = line.or_else(|| lines.of(place, &key));
+        let label = place.label(&key);
+        let text = if label.is_empty() {
+            p.message
+        } else {
+            format!("{label}: {}", p.message)
         };
-        let place = match p.stream {
-            Some(i) => format!("stream #{} {key}: ", i + 1),
-            None if key.is_empty() => String::new(),
-            None => format!("{key}: "),
-        };
-        inside.push((line, format!("{place}{}", p.message)));
+        inside.push((line, text));
     }
     // In line order; problems without a line last.
     inside.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
@@ -212,8 +285,10 @@ struct FileSettings {
 }
 
 /// Read the TOML: each known key's value, of the TOML type its kind wants,
-/// into raw settings; anything else is a problem. Only text that is not
-/// TOML at all is an error on its own.
+/// into raw settings (the tables of `[[user]]`, `[[mirror]]`, `[channels]`,
+/// `[[stream.destination]]` into layers of their own, `[stream.headers]`
+/// into name/value pairs); anything else is a problem. Only text that is
+/// not TOML at all is an error on its own.
 fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
@@ -223,10 +298,10 @@ fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
                 .map(|sp| text[..sp.start.min(text.len())].lines().count().max(1));
             return Err(vec![Problem {
                 setting: None,
-                stream: None,
+                place: Place::Top,
                 origin: Origin::File {
                     key: String::new(),
-                    stream: None,
+                    place: Place::Top,
                     line,
                 },
                 fault: Fault::Syntax,
@@ -235,27 +310,26 @@ fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
         }
     };
     let mut problems = Vec::new();
-    let server = read_table(&table, None, lines, &mut problems);
+    let server = read_table(&table, Place::Top, Scope::Server, lines, &mut problems);
     let mut streams = Vec::new();
-    let origin = |stream: Option<usize>, key: &str| Origin::File {
-        key: key.to_owned(),
-        stream,
-        line: lines.of(stream, key),
-    };
-    let problem = |stream, key: &str, fault, message: &str| Problem {
+    let problem = |place: Place, key: &str, fault, message: &str| Problem {
         setting: None,
-        stream,
-        origin: origin(stream, key),
+        place,
+        origin: Origin::File {
+            key: key.to_owned(),
+            place,
+            line: lines.of(place, key),
+        },
         fault,
         message: message.to_owned(),
     };
     match table.get("stream") {
         None => problems.push(Problem {
             setting: None,
-            stream: None,
+            place: Place::Top,
             origin: Origin::File {
                 key: String::new(),
-                stream: None,
+                place: Place::Top,
                 line: None,
             },
             fault: Fault::Missing,
@@ -263,13 +337,14 @@ fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
         }),
         Some(toml::Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
+                let place = Place::Stream(i);
                 match item {
                     toml::Value::Table(t) => {
-                        streams.push(read_table(t, Some(i), lines, &mut problems));
+                        streams.push(read_table(t, place, Scope::Stream, lines, &mut problems));
                     }
                     _ => problems.push(problem(
-                        Some(i),
-                        "stream",
+                        place,
+                        "",
                         Fault::Syntax,
                         "must be a [[stream]] table",
                     )),
@@ -277,7 +352,7 @@ fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
             }
         }
         Some(_) => problems.push(problem(
-            None,
+            Place::Top,
             "stream",
             Fault::Syntax,
             "write each stream as a [[stream]] table",
@@ -290,51 +365,147 @@ fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
     })
 }
 
-/// The settings of the top-level table (`stream` = None) or of one
-/// `[[stream]]` table.
+/// The place of the `index`-th table of `scope` written in `parent`.
+fn child(parent: Place, scope: Scope, index: usize) -> Place {
+    match (parent, scope) {
+        (Place::Stream(i), _) => Place::Destination(i, index),
+        (_, Scope::User) => Place::User(index),
+        (_, Scope::Mirror) => Place::Mirror(index),
+        _ => Place::Channels,
+    }
+}
+
+/// How a table of `scope` is written, for messages.
+fn table_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Server => "the top level",
+        Scope::Stream => "[[stream]]",
+        Scope::User => "[[user]]",
+        Scope::Destination => "[[stream.destination]]",
+        Scope::Mirror => "[[mirror]]",
+        Scope::Channels => "[channels]",
+        Scope::Run => "the command line",
+    }
+}
+
+/// The settings of one table of the file: the top level, a `[[stream]]`,
+/// or one of the tables in them.
 fn read_table(
     table: &toml::Table,
-    stream: Option<usize>,
+    place: Place,
+    scope: Scope,
     lines: &Lines<'_>,
     problems: &mut Vec<Problem>,
 ) -> Layer {
-    let scope = if stream.is_some() {
-        Scope::Stream
-    } else {
-        Scope::Server
-    };
     let mut layer = Layer::default();
     for (key, value) in table {
-        if stream.is_none() && key == "stream" {
+        if place == Place::Top && key == "stream" {
             continue;
         }
         let origin = Origin::File {
             key: key.clone(),
-            stream,
-            line: lines.of(stream, key),
+            place,
+            line: lines.of(place, key),
         };
-        let Some(d) = by_key(scope, key) else {
-            problems.push(Problem {
-                setting: None,
-                stream,
-                origin,
-                fault: Fault::Unknown,
-                message: "unknown setting".to_owned(),
-            });
-            continue;
+        let unknown = |message: String| Problem {
+            setting: None,
+            place,
+            origin: origin.clone(),
+            fault: Fault::Unknown,
+            message,
         };
-        let value = match typed(d.kind, value) {
-            Ok(v) => v,
-            Err(why) => {
-                problems.push(Problem {
-                    setting: Some(d.setting),
-                    stream,
-                    origin: origin.clone(),
-                    fault: Fault::Syntax,
-                    message: why,
-                });
-                Value::Broken
+        let d = match lookup(scope, key) {
+            Found::Key(d) => d,
+            Found::Elsewhere(d) => {
+                let why = match (scope, d.scope) {
+                    (Scope::Server, Scope::Stream) => {
+                        "is a per-stream setting: set it in each [[stream]]".to_owned()
+                    }
+                    _ => format!(
+                        "is a setting of {}, not of {}",
+                        table_name(d.scope),
+                        table_name(scope)
+                    ),
+                };
+                problems.push(unknown(why));
+                continue;
             }
+            Found::Unknown => {
+                problems.push(unknown("unknown setting".to_owned()));
+                continue;
+            }
+        };
+        let mut syntax = |why: String| {
+            problems.push(Problem {
+                setting: Some(d.setting),
+                place,
+                origin: origin.clone(),
+                fault: Fault::Syntax,
+                message: why,
+            });
+            Value::Broken
+        };
+        let value = match (d.kind, value) {
+            (Kind::Tables(sub), toml::Value::Array(items))
+                if items.iter().all(toml::Value::is_table) =>
+            {
+                let mut layers = Vec::new();
+                for (j, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        let at = child(place, sub, j);
+                        layers.push(read_table(t, at, sub, lines, problems));
+                    }
+                }
+                Value::Tables(layers)
+            }
+            (Kind::Tables(sub), v) => syntax(format!(
+                "must be {} tables, not {}",
+                table_name(sub),
+                describe(v)
+            )),
+            (Kind::Table(sub), toml::Value::Table(t)) => {
+                let at = child(place, sub, 0);
+                Value::Tables(vec![read_table(t, at, sub, lines, problems)])
+            }
+            (Kind::Table(sub), v) => syntax(format!(
+                "must be a {} table, not {}",
+                table_name(sub),
+                describe(v)
+            )),
+            (Kind::Headers, toml::Value::Table(t)) => {
+                let Place::Stream(i) = place else {
+                    continue;
+                };
+                let at = Place::Headers(i);
+                let mut pairs = Vec::new();
+                for (name, v) in t {
+                    let origin = Origin::File {
+                        key: name.clone(),
+                        place: at,
+                        line: lines.of(at, name),
+                    };
+                    let value = match v.as_str() {
+                        Some(text) => Value::Text(text.into()),
+                        None => {
+                            problems.push(Problem {
+                                setting: Some(d.setting),
+                                place: at,
+                                origin: origin.clone(),
+                                fault: Fault::Syntax,
+                                message: format!("must be a string, not {}", describe(v)),
+                            });
+                            Value::Broken
+                        }
+                    };
+                    pairs.push((name.clone(), Given { value, origin }));
+                }
+                Value::Pairs(pairs)
+            }
+            (Kind::Headers, v) => syntax(format!(
+                "must be a table of Name = \"value\" ([stream.headers]), not {}",
+                describe(v)
+            )),
+            (kind, v) => typed(kind, v).unwrap_or_else(&mut syntax),
         };
         layer.set(d.setting, value, origin);
     }
@@ -361,6 +532,14 @@ fn typed(kind: Kind, v: &toml::Value) -> Result<Value, String> {
             toml::Value::Array(items) => (strings(items), "a list of address strings"),
             _ => (text(v), "an address or a list of them"),
         },
+        Kind::Urls => match v {
+            toml::Value::Array(items) => (strings(items), "a list of URL strings"),
+            _ => (text(v), "a URL string or a list of them"),
+        },
+        Kind::Strings => (
+            v.as_array().and_then(|items| strings(items)),
+            "a list of strings: [\"a\", \"b\"]",
+        ),
         Kind::Command => (
             v.as_array().and_then(|items| strings(items)),
             "a list of strings: [\"program\", \"arg\", ...] (no shell)",
@@ -369,6 +548,8 @@ fn typed(kind: Kind, v: &toml::Value) -> Result<Value, String> {
             toml::Value::Integer(n) => (Some(Value::Int(*n)), ""),
             _ => (text(v), "a uid or a user name"),
         },
+        // Read by read_table.
+        Kind::Tables(_) | Kind::Table(_) | Kind::Headers => (None, "a table"),
     };
     value.ok_or_else(|| format!("must be {wants}, not {}", describe(v)))
 }
@@ -386,59 +567,118 @@ fn describe(v: &toml::Value) -> String {
 /// Where keys are in the text: good enough to point at a line.
 pub(crate) struct Lines<'a> {
     lines: Vec<&'a str>,
-    /// Line index (0-based) where each `[[stream]]` table starts.
-    stream_starts: Vec<usize>,
+    /// Each table header (`[[stream]]`, `[stream.headers]`, ...): its line
+    /// index (0-based) and the table it opens (`None`: one ringcast has no
+    /// place for).
+    sections: Vec<(usize, Option<Place>)>,
+}
+
+/// A table header line: `[[name]]` (true) or `[name]` (false), the name
+/// with spaces around dots removed. Only bare names: a line of a
+/// multi-line array (`["a", "b"],`) is not a header.
+fn header(line: &str) -> Option<(bool, String)> {
+    let t = line.trim();
+    let t = t.split_once('#').map_or(t, |(before, _)| before).trim_end();
+    let (array, inner) = if let Some(i) = t.strip_prefix("[[").and_then(|t| t.strip_suffix("]]")) {
+        (true, i)
+    } else {
+        (false, t.strip_prefix('[')?.strip_suffix(']')?)
+    };
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ');
+    if inner.trim().is_empty() || !inner.chars().all(ok) {
+        return None;
+    }
+    let name: Vec<&str> = inner.split('.').map(str::trim).collect();
+    Some((array, name.join(".")))
 }
 
 impl<'a> Lines<'a> {
     pub(crate) fn new(text: &'a str) -> Lines<'a> {
         let lines: Vec<&str> = text.lines().collect();
-        let stream_starts = lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.trim_start().starts_with("[[stream]]"))
-            .map(|(i, _)| i)
-            .collect();
-        Lines {
-            lines,
-            stream_starts,
+        let mut sections = Vec::new();
+        // Tables seen so far: streams, destinations of the current stream,
+        // users, mirrors.
+        let (mut streams, mut dests, mut users, mut mirrors) = (0usize, 0, 0, 0);
+        for (i, l) in lines.iter().enumerate() {
+            let Some((array, name)) = header(l) else {
+                continue;
+            };
+            let current = streams.checked_sub(1);
+            let place = match (array, name.as_str(), current) {
+                (true, "stream", _) => {
+                    streams += 1;
+                    dests = 0;
+                    Some(Place::Stream(streams - 1))
+                }
+                (true, "stream.destination", Some(s)) => {
+                    dests += 1;
+                    Some(Place::Destination(s, dests - 1))
+                }
+                (false, "stream.headers", Some(s)) => Some(Place::Headers(s)),
+                (true, "user", _) => {
+                    users += 1;
+                    Some(Place::User(users - 1))
+                }
+                (true, "mirror", _) => {
+                    mirrors += 1;
+                    Some(Place::Mirror(mirrors - 1))
+                }
+                (false, "channels", _) => Some(Place::Channels),
+                _ => None,
+            };
+            sections.push((i, place));
         }
+        Lines { lines, sections }
     }
 
-    /// The 1-based line of `key` at the top level (`stream` = None) or in
-    /// the n-th `[[stream]]` table (else the line of that table's header).
-    fn of(&self, stream: Option<usize>, key: &str) -> Option<usize> {
-        let (from, to) = match stream {
-            None => (
-                0,
-                self.stream_starts
-                    .first()
-                    .copied()
-                    .unwrap_or(self.lines.len()),
-            ),
-            Some(i) => (
-                *self.stream_starts.get(i)?,
-                self.stream_starts
-                    .get(i + 1)
-                    .copied()
-                    .unwrap_or(self.lines.len()),
-            ),
+    /// The 1-based line of `key` in the table `place` (else the line of
+    /// that table's header; for a table written inline, the line of its key
+    /// in the table around it).
+    fn of(&self, place: Place, key: &str) -> Option<usize> {
+        // Each run of lines of this table: (header line or None, from, to).
+        let next = |at: usize| {
+            self.sections
+                .iter()
+                .map(|(l, _)| *l)
+                .find(|&l| l > at)
+                .unwrap_or(self.lines.len())
         };
+        let runs: Vec<(Option<usize>, usize, usize)> = if place == Place::Top {
+            let to = self.sections.first().map_or(self.lines.len(), |(l, _)| *l);
+            vec![(None, 0, to)]
+        } else {
+            self.sections
+                .iter()
+                .filter(|(_, p)| *p == Some(place))
+                .map(|&(l, _)| (Some(l), l + 1, next(l)))
+                .collect()
+        };
+        if runs.is_empty() {
+            let (parent, parent_key) = place.parent()?;
+            return self.of(parent, parent_key);
+        }
         if !key.is_empty() {
-            for (i, l) in self.lines.iter().enumerate().take(to).skip(from) {
-                let t = l.trim_start();
-                let t = t.strip_prefix('"').unwrap_or(t);
-                if let Some(rest) = t.strip_prefix(key) {
-                    let rest = rest.strip_prefix('"').unwrap_or(rest).trim_start();
-                    if rest.starts_with('=') {
-                        return Some(i + 1);
+            for &(_, from, to) in &runs {
+                for (i, l) in self.lines.iter().enumerate().take(to).skip(from) {
+                    let t = l.trim_start();
+                    let t = t
+                        .strip_prefix('"')
+                        .or_else(|| t.strip_prefix('\''))
+                        .unwrap_or(t);
+                    if let Some(rest) = t.strip_prefix(key) {
+                        let rest = rest
+                            .strip_prefix('"')
+                            .or_else(|| rest.strip_prefix('\''))
+                            .unwrap_or(rest)
+                            .trim_start();
+                        if rest.starts_with('=') {
+                            return Some(i + 1);
+                        }
                     }
                 }
             }
         }
-        stream
-            .and_then(|i| self.stream_starts.get(i))
-            .map(|l| l + 1)
+        runs[0].0.map(|l| l + 1)
     }
 }
 

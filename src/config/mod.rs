@@ -29,8 +29,17 @@
 //!   an error. SIGHUP re-reads the file and re-applies the environment (and
 //!   the `-log-level` given at start): [`load_file`].
 //!
-//! The source is one setting spelled three ways (`path`, `exec`, `demo`):
-//! the highest layer that gives any of them gives the source.
+//! The source is one setting spelled five ways (`path`, `exec`, `demo`,
+//! `push`, `relay`): the highest layer that gives any of them gives the
+//! source.
+//!
+//! The file also has tables the command line has no room for:
+//! `[[stream.destination]]` and `[stream.headers]` in a stream, and
+//! `[[user]]`, `[[mirror]]` and `[channels]` at the top level. Their keys
+//! are rows of the same table (scopes of their own), read by the same
+//! front end and checked by the same validator, each problem with its line.
+//! No message and no `Debug` output shows a password or a channel key
+//! ([`Secret`]; URLs are quoted as `user:<secret>@`).
 //!
 //! Before anything is validated: `-help` wins as soon as it is reached
 //! (flags before it must parse, as in Go; nothing after it is looked at);

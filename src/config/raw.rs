@@ -15,13 +15,69 @@ pub(crate) enum Origin {
     Flag(&'static str),
     /// An environment variable (`RINGCAST_FRAME_BYTES`, `RUST_LOG`).
     Env(String),
-    /// The configuration file: the key, the `[[stream]]` it is in (0-based;
-    /// `None` at the top level) and its line (1-based) when it was found.
+    /// The configuration file: the key, the table it is in and its line
+    /// (1-based) when it was found (else the renderer looks it up).
     File {
         key: String,
-        stream: Option<usize>,
+        place: Place,
         line: Option<usize>,
     },
+}
+
+/// A table of the configuration file (all indexes 0-based, in file order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Place {
+    /// The top level (and the command line, which has no tables).
+    Top,
+    /// The n-th `[[stream]]`.
+    Stream(usize),
+    /// A `[[stream.destination]]`: (stream, destination).
+    Destination(usize, usize),
+    /// The `[stream.headers]` of a stream.
+    Headers(usize),
+    /// The n-th `[[user]]`.
+    User(usize),
+    /// The n-th `[[mirror]]`.
+    Mirror(usize),
+    /// `[channels]`.
+    Channels,
+}
+
+impl Place {
+    /// The table this one is written in and its key there (an inline table,
+    /// `headers = { ... }`, is on that key's line).
+    pub(crate) fn parent(self) -> Option<(Place, &'static str)> {
+        match self {
+            Place::Top | Place::Stream(_) => None,
+            Place::Destination(i, _) => Some((Place::Stream(i), "destination")),
+            Place::Headers(i) => Some((Place::Stream(i), "headers")),
+            Place::User(_) => Some((Place::Top, "user")),
+            Place::Mirror(_) => Some((Place::Top, "mirror")),
+            Place::Channels => Some((Place::Top, "channels")),
+        }
+    }
+
+    /// How a problem names a key of this table: `stream #2 frame_bytes`,
+    /// `stream #1 destination #2 url`, `stream #1 headers.Server`,
+    /// `user #3 roles`, `mirror #1 origin`, `channels keys`.
+    pub(crate) fn label(self, key: &str) -> String {
+        let with = |prefix: String| {
+            if key.is_empty() {
+                prefix
+            } else {
+                format!("{prefix} {key}")
+            }
+        };
+        match self {
+            Place::Top => key.to_owned(),
+            Place::Stream(i) => with(format!("stream #{}", i + 1)),
+            Place::Destination(i, j) => with(format!("stream #{} destination #{}", i + 1, j + 1)),
+            Place::Headers(i) => format!("stream #{} headers.{key}", i + 1),
+            Place::User(i) => with(format!("user #{}", i + 1)),
+            Place::Mirror(i) => with(format!("mirror #{}", i + 1)),
+            Place::Channels => with("channels".to_owned()),
+        }
+    }
 }
 
 /// A raw value. The command line and the environment give text (and
@@ -32,8 +88,15 @@ pub(crate) enum Value {
     /// A TOML integer.
     Int(i64),
     Text(OsString),
-    /// Command words, or listen addresses from the file.
+    /// Command words, listen addresses, URLs or names from the file.
     List(Vec<OsString>),
+    /// Tables of the file (`[[user]]`, `[[stream.destination]]`,
+    /// `[[mirror]]`; `[channels]` is a list of one), each read into its own
+    /// layer.
+    Tables(Vec<Layer>),
+    /// A table of free names (`[stream.headers]`): each name with its value
+    /// and where it is.
+    Pairs(Vec<(String, Given)>),
     /// Given, but unusable, and already reported by the front end (a TOML
     /// value of the wrong type): the validator neither uses it nor reports
     /// the setting as missing.
@@ -51,6 +114,7 @@ impl Value {
                 "{:?}",
                 v.iter().map(|w| w.to_string_lossy()).collect::<Vec<_>>()
             ),
+            Value::Tables(_) | Value::Pairs(_) => "(a table)".to_owned(),
             Value::Broken => String::new(),
         }
     }
@@ -78,9 +142,15 @@ impl Default for Layer {
     }
 }
 
-/// Settings that are one choice spelled three ways: a layer that gives any
+/// Settings that are one choice spelled five ways: a layer that gives any
 /// of them gives the source, and hides the others of lower layers.
-pub(crate) const SOURCE: [Setting; 3] = [Setting::Path, Setting::Exec, Setting::Demo];
+pub(crate) const SOURCE: [Setting; 5] = [
+    Setting::Path,
+    Setting::Exec,
+    Setting::Demo,
+    Setting::Push,
+    Setting::Relay,
+];
 
 impl Layer {
     pub(crate) fn get(&self, s: Setting) -> Option<&Given> {
@@ -167,8 +237,8 @@ pub(crate) enum Fault {
 pub(crate) struct Problem {
     /// The setting at fault; `None` when no setting is (an unknown key).
     pub setting: Option<Setting>,
-    /// The stream (0-based) in file mode.
-    pub stream: Option<usize>,
+    /// The table being read (file mode; `Top` on the command line).
+    pub place: Place,
     /// Where the faulty value came from.
     pub origin: Origin,
     pub fault: Fault,

@@ -35,11 +35,59 @@ pub(crate) enum Setting {
     Config,
     BurstBytes,
     BurstMs,
+    Relay,
+    IcyMetaint,
+    CorsOrigin,
+    SourceTimeout,
     // Settings of the configuration file only (no flag, no variable).
     AdminListen,
     Mount,
     Demo,
     StreamMaxClients,
+    Push,
+    Realtime,
+    Loop,
+    Fallback,
+    FallbackOverride,
+    FallbackAfter,
+    OnDemand,
+    OnDemandIdle,
+    Destinations,
+    InfoName,
+    InfoDescription,
+    InfoGenre,
+    InfoUrl,
+    InfoBitrate,
+    InfoPublic,
+    TitleFile,
+    TitleCommand,
+    Headers,
+    Users,
+    HealthMounts,
+    Mirrors,
+    Channels,
+    // Keys of `[[user]]`.
+    UserName,
+    UserPassword,
+    UserPasswordFile,
+    UserRoles,
+    UserMounts,
+    // Keys of `[[stream.destination]]`.
+    DestUrl,
+    DestUser,
+    DestPassword,
+    DestPasswordFile,
+    DestLegacySource,
+    DestRetryLimit,
+    // Keys of `[[mirror]]` (besides the stream settings it takes).
+    MirrorOrigin,
+    MirrorUser,
+    MirrorPassword,
+    MirrorPasswordFile,
+    MirrorInterval,
+    // Keys of `[channels]` (besides the stream settings it takes).
+    MaxChannels,
+    ChannelKeys,
 }
 
 /// Where a setting applies.
@@ -54,6 +102,66 @@ pub(crate) enum Scope {
     /// What the binary does (`-config`, `-check-config`, `-version`): not
     /// part of the configuration.
     Run,
+    /// A key of a `[[user]]` table ([`User`](super::User)).
+    User,
+    /// A key of a `[[stream.destination]]` table
+    /// ([`Destination`](super::Destination)).
+    Destination,
+    /// A key of a `[[mirror]]` table ([`Mirror`](super::Mirror)); it also
+    /// takes the stream settings of [`MIRROR_STREAM_KEYS`].
+    Mirror,
+    /// A key of the `[channels]` table ([`Channels`](super::Channels)); it
+    /// also takes the stream settings of [`CHANNEL_STREAM_KEYS`].
+    Channels,
+}
+
+/// The stream settings a `[[mirror]]` takes for the streams it creates.
+pub(crate) const MIRROR_STREAM_KEYS: &[Setting] = &[
+    Setting::FrameFilter,
+    Setting::FrameBytes,
+    Setting::SourceBuffer,
+    Setting::BurstBytes,
+    Setting::BurstMs,
+    Setting::ClientMaxBytes,
+    Setting::StreamMaxClients,
+    Setting::FallbackAfter,
+    Setting::SourceTimeout,
+    Setting::OnDemand,
+    Setting::OnDemandIdle,
+    Setting::IcyMetaint,
+    Setting::CorsOrigin,
+];
+
+/// The stream settings `[channels]` takes for each channel's stream.
+pub(crate) const CHANNEL_STREAM_KEYS: &[Setting] = &[
+    Setting::FrameFilter,
+    Setting::FrameBytes,
+    Setting::HeaderBytes,
+    Setting::SourceBuffer,
+    Setting::ContentType,
+    Setting::BurstBytes,
+    Setting::BurstMs,
+    Setting::ClientMaxBytes,
+    Setting::StreamMaxClients,
+    Setting::SourceTimeout,
+    Setting::CorsOrigin,
+];
+
+/// Settings whose values are secrets: no message quotes them.
+pub(crate) fn is_secret(s: Setting) -> bool {
+    matches!(
+        s,
+        Setting::UserPassword
+            | Setting::DestPassword
+            | Setting::MirrorPassword
+            | Setting::ChannelKeys
+    )
+}
+
+/// Settings whose values are URLs that may carry `user:password@`: a
+/// message quotes them without the password.
+pub(crate) fn is_url(s: Setting) -> bool {
+    matches!(s, Setting::Relay | Setting::DestUrl | Setting::MirrorOrigin)
 }
 
 /// The upper limit of an integer setting.
@@ -92,6 +200,17 @@ pub(crate) enum Kind {
     Command,
     /// A numeric uid or a user name; a TOML integer or string.
     User,
+    /// HTTP URLs: one from a flag or variable, one or a list in the file.
+    Urls,
+    /// A TOML list of strings (file only).
+    Strings,
+    /// An array of tables of the file, each with the keys of the scope
+    /// (`[[user]]`, `[[stream.destination]]`, `[[mirror]]`).
+    Tables(Scope),
+    /// One table of the file with the keys of the scope (`[channels]`).
+    Table(Scope),
+    /// A table of header names and their values (`[stream.headers]`).
+    Headers,
 }
 
 /// One row of the table.
@@ -424,6 +543,50 @@ pub(crate) static TABLE: &[Def] = &[
         streamserve: false,
     },
     Def {
+        setting: Setting::Relay,
+        flag: "relay",
+        key: "relay",
+        env: true,
+        scope: Scope::Stream,
+        kind: Kind::Urls,
+        default: "",
+        help: "pull the stream from this upstream, http://[user:password@]host[:port]/path (no TLS; the file takes a list, tried in order)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::IcyMetaint,
+        flag: "icy-metaint",
+        key: "icy_metaint",
+        env: true,
+        scope: Scope::Stream,
+        kind: int(0, 1_000_000),
+        default: "16000",
+        help: "audio bytes between in-band ICY title blocks for listeners that ask (Icy-MetaData: 1), at most 1000000 (0 = no titles in-band)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::CorsOrigin,
+        flag: "cors-origin",
+        key: "cors_origin",
+        env: true,
+        scope: Scope::Stream,
+        kind: Kind::Text,
+        default: "*",
+        help: "Access-Control-Allow-Origin of stream responses (\"\" = no CORS headers)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::SourceTimeout,
+        flag: "source-timeout",
+        key: "source_timeout",
+        env: true,
+        scope: Scope::Stream,
+        kind: Kind::Duration,
+        default: "10s",
+        help: "drop a pushed or relayed source that sends nothing for this long (more than 0)",
+        streamserve: false,
+    },
+    Def {
         setting: Setting::AdminListen,
         flag: "",
         key: "admin_listen",
@@ -467,6 +630,446 @@ pub(crate) static TABLE: &[Def] = &[
         help: "most clients of this stream at once (503 beyond; 0 = no limit)",
         streamserve: false,
     },
+    Def {
+        setting: Setting::Push,
+        flag: "",
+        key: "push",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Bool,
+        default: "false",
+        help: "encoders push the stream here (HTTP PUT or SOURCE with source credentials)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Realtime,
+        flag: "",
+        key: "realtime",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Bool,
+        default: "false",
+        help: "read a path source at the pace of its frames, as a live stream would come",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Loop,
+        flag: "",
+        key: "loop",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Bool,
+        default: "false",
+        help: "start a path source again at its end (implies reopen)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Fallback,
+        flag: "",
+        key: "fallback",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Text,
+        default: "",
+        help: "where listeners go when this stream has no frame for fallback_after (a mount of the same framer and content type)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::FallbackOverride,
+        flag: "",
+        key: "fallback_override",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Bool,
+        default: "true",
+        help: "listeners that fell back come back when this stream's source returns",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::FallbackAfter,
+        flag: "",
+        key: "fallback_after",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Duration,
+        default: "2s",
+        help: "how long without a frame before listeners fall back (more than 0)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::OnDemand,
+        flag: "",
+        key: "on_demand",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Bool,
+        default: "false",
+        help: "a relay connects only while the stream has listeners",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::OnDemandIdle,
+        flag: "",
+        key: "on_demand_idle",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Duration,
+        default: "10s",
+        help: "an on-demand relay closes this long after its last listener left",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Destinations,
+        flag: "",
+        key: "destination",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Tables(Scope::Destination),
+        default: "",
+        help: "servers this stream is pushed to as well ([[stream.destination]])",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::InfoName,
+        flag: "",
+        key: "name",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Text,
+        default: "",
+        help: "icy-name: the stream's name",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::InfoDescription,
+        flag: "",
+        key: "description",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Text,
+        default: "",
+        help: "icy-description",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::InfoGenre,
+        flag: "",
+        key: "genre",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Text,
+        default: "",
+        help: "icy-genre",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::InfoUrl,
+        flag: "",
+        key: "url",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Text,
+        default: "",
+        help: "icy-url: the station's web page",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::InfoBitrate,
+        flag: "",
+        key: "bitrate",
+        env: false,
+        scope: Scope::Stream,
+        kind: int(1, 100_000),
+        default: "",
+        help: "icy-br: the bitrate in kbit/s, 1 to 100000",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::InfoPublic,
+        flag: "",
+        key: "public",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Bool,
+        default: "",
+        help: "icy-pub: whether directories may list the stream",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::TitleFile,
+        flag: "",
+        key: "title_file",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Path,
+        default: "",
+        help: "the current title is read from this file when it changes (exec, path and demo sources)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::TitleCommand,
+        flag: "",
+        key: "title_command",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Command,
+        default: "",
+        help: "each line this command prints is the new title (exec, path and demo sources)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Headers,
+        flag: "",
+        key: "headers",
+        env: false,
+        scope: Scope::Stream,
+        kind: Kind::Headers,
+        default: "",
+        help: "extra response headers ([stream.headers]: Name = \"value\")",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Users,
+        flag: "",
+        key: "user",
+        env: false,
+        scope: Scope::Server,
+        kind: Kind::Tables(Scope::User),
+        default: "",
+        help: "the credential store ([[user]])",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::HealthMounts,
+        flag: "",
+        key: "health_mounts",
+        env: false,
+        scope: Scope::Server,
+        kind: Kind::Strings,
+        default: "",
+        help: "/health answers 503 while one of these mounts has no live source",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Mirrors,
+        flag: "",
+        key: "mirror",
+        env: false,
+        scope: Scope::Server,
+        kind: Kind::Tables(Scope::Mirror),
+        default: "",
+        help: "relay every mount of an origin ([[mirror]])",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::Channels,
+        flag: "",
+        key: "channels",
+        env: false,
+        scope: Scope::Server,
+        kind: Kind::Table(Scope::Channels),
+        default: "",
+        help: "WebSocket publish channels ([channels])",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::UserName,
+        flag: "",
+        key: "name",
+        env: false,
+        scope: Scope::User,
+        kind: Kind::Text,
+        default: "",
+        help: "the user name of HTTP Basic (no ':')",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::UserPassword,
+        flag: "",
+        key: "password",
+        env: false,
+        scope: Scope::User,
+        kind: Kind::Text,
+        default: "",
+        help: "the password, as written or a bcrypt hash ($2y$..., htpasswd -B)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::UserPasswordFile,
+        flag: "",
+        key: "password_file",
+        env: false,
+        scope: Scope::User,
+        kind: Kind::Path,
+        default: "",
+        help: "read the password from the first line of this file instead (at every load)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::UserRoles,
+        flag: "",
+        key: "roles",
+        env: false,
+        scope: Scope::User,
+        kind: Kind::Strings,
+        default: "",
+        help: "what the user may do: source, admin, relay (at least one)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::UserMounts,
+        flag: "",
+        key: "mounts",
+        env: false,
+        scope: Scope::User,
+        kind: Kind::Strings,
+        default: "",
+        help: "the mounts the roles apply to (default: every mount)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::DestUrl,
+        flag: "",
+        key: "url",
+        env: false,
+        scope: Scope::Destination,
+        kind: Kind::Text,
+        default: "",
+        help: "the server and mount, http://host[:port]/mount",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::DestUser,
+        flag: "",
+        key: "user",
+        env: false,
+        scope: Scope::Destination,
+        kind: Kind::Text,
+        default: "source",
+        help: "the source user name there",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::DestPassword,
+        flag: "",
+        key: "password",
+        env: false,
+        scope: Scope::Destination,
+        kind: Kind::Text,
+        default: "",
+        help: "its password (as written: ringcast sends it)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::DestPasswordFile,
+        flag: "",
+        key: "password_file",
+        env: false,
+        scope: Scope::Destination,
+        kind: Kind::Path,
+        default: "",
+        help: "read the password from the first line of this file instead",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::DestLegacySource,
+        flag: "",
+        key: "legacy_source",
+        env: false,
+        scope: Scope::Destination,
+        kind: Kind::Bool,
+        default: "false",
+        help: "push with the legacy SOURCE method instead of PUT",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::DestRetryLimit,
+        flag: "",
+        key: "retry_limit",
+        env: false,
+        scope: Scope::Destination,
+        kind: int(1, u32::MAX as i64),
+        default: "",
+        help: "give up after this many failed attempts in a row (default: never)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::MirrorOrigin,
+        flag: "",
+        key: "origin",
+        env: false,
+        scope: Scope::Mirror,
+        kind: Kind::Text,
+        default: "",
+        help: "the origin server, http://host[:port] (its /admin/streamlist.txt lists the mounts)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::MirrorUser,
+        flag: "",
+        key: "user",
+        env: false,
+        scope: Scope::Mirror,
+        kind: Kind::Text,
+        default: "",
+        help: "relay user name for the origin (with password)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::MirrorPassword,
+        flag: "",
+        key: "password",
+        env: false,
+        scope: Scope::Mirror,
+        kind: Kind::Text,
+        default: "",
+        help: "its password (as written: ringcast sends it)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::MirrorPasswordFile,
+        flag: "",
+        key: "password_file",
+        env: false,
+        scope: Scope::Mirror,
+        kind: Kind::Path,
+        default: "",
+        help: "read the password from the first line of this file instead",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::MirrorInterval,
+        flag: "",
+        key: "interval",
+        env: false,
+        scope: Scope::Mirror,
+        kind: Kind::Duration,
+        default: "120s",
+        help: "how often the origin's list is read again (at least 1s)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::MaxChannels,
+        flag: "",
+        key: "max_channels",
+        env: false,
+        scope: Scope::Channels,
+        kind: int(0, 1024),
+        default: "0",
+        help: "most channels at once, 0 to 1024 (0 = channels off)",
+        streamserve: false,
+    },
+    Def {
+        setting: Setting::ChannelKeys,
+        flag: "",
+        key: "keys",
+        env: false,
+        scope: Scope::Channels,
+        kind: Kind::Strings,
+        default: "",
+        help: "keys a publisher or receiver must present, each 1 to 128 of a-z 0-9 _ - (default: any key)",
+        streamserve: false,
+    },
 ];
 
 /// The row of `setting`.
@@ -499,6 +1102,35 @@ pub(crate) fn by_key(scope: Scope, key: &str) -> Option<&'static Def> {
     TABLE
         .iter()
         .find(|d| d.scope == scope && !d.key.is_empty() && d.key == key)
+}
+
+/// What a key of a table of the file is.
+pub(crate) enum Found {
+    /// A setting of that table.
+    Key(&'static Def),
+    /// A setting, but of another table (a stream setting at the top level
+    /// or one a `[[mirror]]` does not take).
+    Elsewhere(&'static Def),
+    /// No setting.
+    Unknown,
+}
+
+/// The setting of `key` in a table of `scope`: its own keys, and for
+/// `[[mirror]]` and `[channels]` the stream settings they take.
+pub(crate) fn lookup(scope: Scope, key: &str) -> Found {
+    if let Some(d) = by_key(scope, key) {
+        return Found::Key(d);
+    }
+    let takes: &[Setting] = match scope {
+        Scope::Mirror => MIRROR_STREAM_KEYS,
+        Scope::Channels => CHANNEL_STREAM_KEYS,
+        _ => &[],
+    };
+    match by_key(Scope::Stream, key) {
+        Some(d) if takes.contains(&d.setting) => Found::Key(d),
+        Some(d) if scope != Scope::Stream => Found::Elsewhere(d),
+        _ => Found::Unknown,
+    }
 }
 
 /// The prefix of every variable ringcast reads.
@@ -592,6 +1224,8 @@ fn push_flag_usage(out: &mut String, d: &Def) {
         Kind::Duration => Some("duration"),
         Kind::Path if d.setting == Setting::Config => Some("path"),
         Kind::Path | Kind::Text | Kind::Address | Kind::Addresses | Kind::User => Some("string"),
+        Kind::Urls => Some("url"),
+        Kind::Strings | Kind::Tables(_) | Kind::Table(_) | Kind::Headers => None,
     };
     if let Some(word) = word {
         out.push(' ');
@@ -605,6 +1239,7 @@ fn push_flag_usage(out: &mut String, d: &Def) {
         // A boolean on the command line: the command follows the flags.
         Setting::Exec => Some("false".to_owned()),
         Setting::Config => Some("none: the command line gives the stream".to_owned()),
+        Setting::Relay => Some("none".to_owned()),
         _ => match d.kind {
             Kind::Path | Kind::Text | Kind::Addresses => Some(format!("{:?}", d.default)),
             _ => Some(d.default.to_owned()),

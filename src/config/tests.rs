@@ -154,6 +154,26 @@ fn every_flag_in_all_four_spellings() {
         ("log-level", Some("debug"), |c| {
             c.log_level = log::LevelFilter::Debug
         }),
+        ("relay", Some("http://u:p@origin:8000/live.mp3"), |c| {
+            // A relay is mp3 unless said otherwise (frames of any size).
+            c.streams[0].source = SourceSpec::Relay(vec![Upstream {
+                url: "http://origin:8000/live.mp3".into(),
+                user: Some("u".into()),
+                password: Some(Secret::Plain("p".into())),
+            }]);
+            c.streams[0].framer = FramerKind::Mp3;
+            c.streams[0].frame_bytes = 2881;
+            c.streams[0].content_type = "audio/mpeg".into();
+        }),
+        ("icy-metaint", Some("8192"), |c| {
+            c.streams[0].icy_metaint = 8192
+        }),
+        ("cors-origin", Some("https://player.example"), |c| {
+            c.streams[0].cors_origin = Some("https://player.example".into())
+        }),
+        ("source-timeout", Some("30s"), |c| {
+            c.streams[0].source_timeout = Duration::from_secs(30)
+        }),
     ];
     for (name, value, edit) in cases {
         let mut want = defaults();
@@ -690,6 +710,9 @@ const EVERY_FLAG: &[(&str, &str)] = &[
     ("log-level", "debug"),
     ("burst-bytes", "65536"),
     ("burst-ms", "2000"),
+    ("icy-metaint", "0"),
+    ("cors-origin", "https://player.example"),
+    ("source-timeout", "1m"),
 ];
 
 #[test]
@@ -1177,12 +1200,13 @@ mod equivalence {
         Bool(bool),
     }
 
-    /// The source: a path, a command, or both (an error).
+    /// The source: a path, a command, both (an error), or a relay.
     #[derive(Debug, Clone)]
     enum Source {
         Path(&'static str),
         Exec(Vec<&'static str>),
         Both(&'static str, Vec<&'static str>),
+        Relay(&'static str),
     }
 
     fn ints(v: &'static [i64]) -> BoxedStrategy<V> {
@@ -1222,6 +1246,9 @@ mod equivalence {
             Setting::MaxClients => ints(&[0, 10, -1]),
             Setting::LogLevel => strs(&["debug", "WARN", "loud"]),
             Setting::BurstMs => ints(&[0, 2000, 3_600_000, 3_600_001]),
+            Setting::IcyMetaint => ints(&[0, 16000, 1_000_000, 1_000_001, -1]),
+            Setting::CorsOrigin => strs(&["*", "https://a.example", "a\u{1}b"]),
+            Setting::SourceTimeout => strs(&["10s", "250ms", "0", "1x", "-1s"]),
             _ => strs(&["?"]),
         }
     }
@@ -1248,6 +1275,9 @@ mod equivalence {
         Setting::LogLevel,
         Setting::BurstBytes,
         Setting::BurstMs,
+        Setting::IcyMetaint,
+        Setting::CorsOrigin,
+        Setting::SourceTimeout,
     ];
 
     fn settings() -> impl Strategy<Value = (Vec<(Setting, V)>, Source)> {
@@ -1261,10 +1291,18 @@ mod equivalence {
             vec![""],
         ]);
         let path = proptest::sample::select(vec!["/tmp/x", "/dev/null"]);
+        let relay = proptest::sample::select(vec![
+            "http://origin:8000/live.mp3",
+            "http://u:p%40ss@[::1]/a",
+            "https://origin/a",
+            "http://origin:0/a",
+            "http://origin",
+        ]);
         let source = prop_oneof![
             4 => path.clone().prop_map(Source::Path),
             4 => words.clone().prop_map(Source::Exec),
             1 => (path, words).prop_map(|(p, w)| Source::Both(p, w)),
+            2 => relay.prop_map(Source::Relay),
         ];
         (each, source).prop_map(|(each, source)| (each.into_iter().flatten().collect(), source))
     }
@@ -1286,6 +1324,10 @@ mod equivalence {
             Source::Path(p) => (Some(p), None),
             Source::Exec(w) => (None, Some(w)),
             Source::Both(p, w) => (Some(p), Some(w)),
+            Source::Relay(r) => {
+                out.push(format!("-relay={r}"));
+                (None, None)
+            }
         };
         if let Some(p) = path {
             out.push(format!("-path={p}"));
@@ -1314,6 +1356,7 @@ mod equivalence {
                 out.push((name(Setting::Path), p.to_string()));
                 out.push((name(Setting::Exec), words(w)));
             }
+            Source::Relay(r) => out.push((name(Setting::Relay), r.to_string())),
         }
         out
     }
@@ -1355,6 +1398,7 @@ mod equivalence {
                 out.push_str(&format!("path = {:?}\n", p));
                 out.push_str(&format!("exec = {}\n", words(w)));
             }
+            Source::Relay(r) => out.push_str(&format!("relay = {:?}\n", r)),
         }
         out
     }
@@ -1413,4 +1457,968 @@ mod equivalence {
             prop_assert_eq!(&a, &f, "command line vs file:\n{}", toml);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The next issues' settings: sources, fallbacks, destinations, stream info,
+// ICY, CORS and headers, users, health mounts, mirrors, channels
+// ---------------------------------------------------------------------------
+
+/// A file of one stream `/a` with these lines in it (after its mount), and
+/// these lines at the top level before it.
+fn one(top: &str, stream: &str) -> String {
+    format!("{top}\n[[stream]]\nmount = \"/a\"\n{stream}\n")
+}
+
+fn ok(text: &str) -> Config {
+    file_env(text, &[], &[]).unwrap_or_else(|e| panic!("{text}\n---\n{e}"))
+}
+
+fn first(text: &str) -> StreamConfig {
+    ok(text).streams.remove(0)
+}
+
+/// Every problem of a file, one `Some(LINE): MESSAGE` per line.
+fn errs(text: &str) -> String {
+    match file_env(text, &[], &[]) {
+        Err(e) => e,
+        Ok(c) => panic!("{text}\n--- expected problems, got {c:?}"),
+    }
+}
+
+/// Assert a problem list contains each of these pieces.
+#[track_caller]
+fn has(e: &str, pieces: &[&str]) {
+    for p in pieces {
+        assert!(e.contains(p), "{p:?} not in:\n{e}");
+    }
+}
+
+#[test]
+fn push_is_a_fourth_source_with_network_defaults() {
+    let s = first(&one("", "push = true\nreopen = false"));
+    assert_eq!(s.source, SourceSpec::Push);
+    // mp3 unless said otherwise; reopen has no meaning (a push mount waits
+    // for the next encoder).
+    assert_eq!(
+        (s.framer, s.frame_bytes, s.content_type.as_str(), s.reopen),
+        (FramerKind::Mp3, 2881, "audio/mpeg", true)
+    );
+    let s = first(&one("", "push = true\nframer = \"raw\""));
+    assert_eq!((s.framer, s.frame_bytes), (FramerKind::Raw, 4096));
+    let s = first(&one("", "push = true\nframer = \"ogg\""));
+    assert_eq!(s.content_type, "audio/ogg");
+    // push = false is no source.
+    let s = first(&one("", "push = false\npath = \"/x\""));
+    assert_eq!(s.source, SourceSpec::Path("/x".into()));
+    let e = errs(&one("", "push = true\npath = \"/x\""));
+    has(&e, &["exactly one source", "push = true or relay"]);
+    let e = errs(&one("", "push = false"));
+    has(&e, &["Some(2): stream #1 path: no source"]);
+    let e = errs(&one("", "push = \"yes\""));
+    has(
+        &e,
+        &["Some(4): stream #1 push: must be true or false, not string"],
+    );
+}
+
+#[test]
+fn close_idle_does_not_go_with_push_or_relay() {
+    let e = errs(&one("", "push = true\nclose_idle = true"));
+    has(
+        &e,
+        &["Some(5): stream #1 close_idle: cannot be used with a pushed stream"],
+    );
+    let e = errs(&one("", "relay = \"http://h/x\"\nclose_idle = true"));
+    has(
+        &e,
+        &["close_idle: cannot be used with a relay: on_demand = true"],
+    );
+    assert!(!first(&one("", "push = true\nclose_idle = false")).close_idle);
+    let e = env_err(&["-relay", "http://h/x", "-close-idle"], &[]);
+    assert_eq!(e.flag, "close-idle");
+    assert!(e.message.contains("configuration file"), "{e}");
+}
+
+#[test]
+fn relay_takes_one_url_or_a_list_in_priority_order() {
+    let s = first(&one("", "relay = \"http://origin.example/live.mp3\""));
+    assert_eq!(
+        s.source,
+        SourceSpec::Relay(vec![Upstream {
+            url: "http://origin.example:80/live.mp3".into(),
+            user: None,
+            password: None,
+        }])
+    );
+    assert_eq!((s.framer, s.reopen), (FramerKind::Mp3, true));
+    let s = first(&one(
+        "",
+        "relay = [\"http://a:b%40c%3Ad@Up.Example:8000/live.mp3?x=1\", \"http://[::1]/b\", \"http://only@h:9/c\"]",
+    ));
+    let SourceSpec::Relay(ups) = s.source else {
+        panic!()
+    };
+    assert_eq!(
+        ups,
+        vec![
+            Upstream {
+                url: "http://up.example:8000/live.mp3?x=1".into(),
+                user: Some("a".into()),
+                password: Some(Secret::Plain("b@c:d".into())),
+            },
+            Upstream {
+                url: "http://[::1]:80/b".into(),
+                user: None,
+                password: None,
+            },
+            Upstream {
+                url: "http://h:9/c".into(),
+                user: Some("only".into()),
+                password: None,
+            },
+        ]
+    );
+    // The same on the command line and in the environment (one URL).
+    let c = run(&["-relay", "http://a:b@h:1/x"]);
+    let env = run_env(&[], &[("RINGCAST_RELAY", "http://a:b@h:1/x")]);
+    assert_eq!(c, env);
+    assert!(matches!(&c.streams[0].source, SourceSpec::Relay(u) if u[0].url == "http://h:1/x"));
+    assert_eq!(err_flag(&["-relay", "http://h/x", "-path", "/y"]), "path");
+}
+
+#[test]
+fn bad_relay_urls_are_errors_without_their_password() {
+    let cases = [
+        ("https://h/x", "TLS"),
+        ("HTTPS://h/x", "TLS"),
+        ("ftp://h/x", "must be an http:// URL"),
+        ("h/x", "must be an http:// URL"),
+        ("http:///x", "needs a host"),
+        ("http://h", "needs the upstream's path"),
+        ("http://h:0/x", "invalid port"),
+        ("http://h:65536/x", "invalid port"),
+        ("http://h:/x", "invalid port"),
+        ("http://h/x#frag", "#fragment"),
+        ("http://h/a b", "spaces"),
+        ("http://h/é", "ASCII"),
+        ("http://[zz]/x", "IPv6"),
+        ("http://:pw@h/x", "user name before '@' is empty"),
+        ("http://u:@h/x", "password after ':' is empty"),
+        ("http://u:%zz@h/x", "percent-encoding"),
+    ];
+    for (url, why) in cases {
+        let e = errs(&one("", &format!("relay = {url:?}")));
+        has(&e, &["Some(4): stream #1 relay: invalid value", why]);
+    }
+    let e = errs(&one("", "relay = []"));
+    has(&e, &["relay: needs at least one upstream URL"]);
+    let e = errs(&one("", "relay = [\"http://h/a\", 3]"));
+    has(
+        &e,
+        &["relay: must be a list of URL strings, not a list with a non-string"],
+    );
+    // A password is never quoted, even one with an unencoded '/' or '@'.
+    for url in [
+        "http://user:hunter2@h:99999/x",
+        "http://user:hun/ter2@h/x",
+        "https://user:hunter2@h/x",
+        "http://user:hun@ter2@h:0/x",
+    ] {
+        let e = errs(&one("", &format!("relay = [{url:?}]")));
+        assert!(!e.contains("hunter2") && !e.contains("ter2"), "{e}");
+        assert!(e.contains("user:<secret>@"), "{e}");
+        let e = env_err(&["-relay", url], &[]);
+        assert!(!e.to_string().contains("ter2"), "{e}");
+    }
+}
+
+#[test]
+fn realtime_and_loop_are_for_path_sources() {
+    let s = first(&one("", "path = \"/x.mp3\"\nrealtime = true\nloop = true"));
+    assert!(s.realtime && s.loop_file && s.reopen);
+    let d = first(&one("", "path = \"/x.mp3\""));
+    assert!(!d.realtime && !d.loop_file);
+    let e = errs(&one("", "exec = [\"cat\"]\nrealtime = true\nloop = true"));
+    has(
+        &e,
+        &[
+            "Some(5): stream #1 realtime: only for a path source",
+            "Some(6): stream #1 loop: only for a path source",
+        ],
+    );
+    // false is fine anywhere.
+    assert!(!first(&one("", "push = true\nrealtime = false")).realtime);
+    let e = errs(&one("", "path = \"/x\"\nloop = true\nreopen = false"));
+    has(
+        &e,
+        &["Some(6): stream #1 reopen: cannot be false with loop = true"],
+    );
+}
+
+const FALLBACKS: &str = r#"
+[[stream]]
+mount = "/live.mp3"
+push = true
+fallback = "/relay.mp3"
+fallback_override = false
+fallback_after = "500ms"
+source_timeout = "3s"
+
+[[stream]]
+mount = "/relay.mp3"
+relay = "http://h/x"
+fallback = "/loop.mp3"
+
+[[stream]]
+mount = "/loop.mp3"
+path = "/srv/loop.mp3"
+framer = "mp3"
+loop = true
+"#;
+
+#[test]
+fn fallbacks_chain_to_mounts_of_the_same_format() {
+    let c = ok(FALLBACKS);
+    let live = &c.streams[0];
+    assert_eq!(live.fallback.as_deref(), Some("/relay.mp3"));
+    assert!(!live.fallback_override);
+    assert_eq!(live.fallback_after, Duration::from_millis(500));
+    assert_eq!(live.source_timeout, Duration::from_secs(3));
+    let relay = &c.streams[1];
+    assert_eq!(relay.fallback.as_deref(), Some("/loop.mp3"));
+    assert!(relay.fallback_override);
+    assert_eq!(relay.fallback_after, Duration::from_secs(2));
+    assert_eq!(relay.source_timeout, Duration::from_secs(10));
+    assert_eq!(c.streams[2].fallback, None);
+}
+
+#[test]
+fn bad_fallbacks() {
+    let e = errs(&FALLBACKS.replace("\"/loop.mp3\"\n\n", "\"/nowhere\"\n\n"));
+    has(
+        &e,
+        &["Some(13): stream #2 fallback: invalid value \"/nowhere\": names no configured mount"],
+    );
+    let e = errs(&FALLBACKS.replace("fallback = \"/relay.mp3\"", "fallback = \"/live.mp3\""));
+    has(
+        &e,
+        &["Some(5): stream #1 fallback: invalid value \"/live.mp3\": is this stream's own mount"],
+    );
+    let e = errs(&FALLBACKS.replace("framer = \"mp3\"", "framer = \"ogg\""));
+    has(
+        &e,
+        &[
+            "Some(13): stream #2 fallback:",
+            "/loop.mp3 is Ogg (audio/ogg), this stream is Mp3 (audio/mpeg)",
+        ],
+    );
+    let e = errs(&FALLBACKS.replace("loop = true", "loop = true\ncontent_type = \"audio/x-mp3\""));
+    has(&e, &["stream #2 fallback:", "content_type"]);
+    let e = errs(&one("", "push = true\nfallback = \"live\""));
+    has(
+        &e,
+        &["fallback: invalid value \"live\": must be the mount of another stream"],
+    );
+    for key in ["fallback_after", "source_timeout"] {
+        let e = errs(&one("", &format!("push = true\n{key} = \"0\"")));
+        has(
+            &e,
+            &[&format!(
+                "Some(5): stream #1 {key}: invalid value \"0\": must be more than 0"
+            )],
+        );
+        let e = errs(&one("", &format!("push = true\n{key} = \"2 s\"")));
+        has(&e, &[&format!("stream #1 {key}: invalid value \"2 s\"")]);
+    }
+    let e = env_err(&["-source-timeout", "0s"], &[]);
+    assert_eq!(e.flag, "source-timeout");
+}
+
+#[test]
+fn a_fallback_cycle_is_reported_once_with_its_mounts() {
+    let text = "[[stream]]\nmount = \"/a\"\npush = true\nfallback = \"/b\"\n\
+                [[stream]]\nmount = \"/b\"\npush = true\nfallback = \"/c\"\n\
+                [[stream]]\nmount = \"/c\"\npush = true\nfallback = \"/a\"\n\
+                [[stream]]\nmount = \"/d\"\npush = true\nfallback = \"/b\"\n";
+    let e = errs(text);
+    assert_eq!(
+        e,
+        "Some(4): stream #1 fallback: fallback cycle: /a -> /b -> /c -> /a"
+    );
+    // Two streams falling back to each other.
+    let e = errs(
+        "[[stream]]\nmount = \"/a\"\npush = true\nfallback = \"/b\"\n\
+                  [[stream]]\nmount = \"/b\"\npush = true\nfallback = \"/a\"\n",
+    );
+    assert_eq!(
+        e,
+        "Some(4): stream #1 fallback: fallback cycle: /a -> /b -> /a"
+    );
+}
+
+#[test]
+fn on_demand_is_for_relays() {
+    let s = first(&one(
+        "",
+        "relay = \"http://h/x\"\non_demand = true\non_demand_idle = \"1m\"",
+    ));
+    assert!(s.on_demand);
+    assert_eq!(s.on_demand_idle, Duration::from_secs(60));
+    let s = first(&one("", "relay = \"http://h/x\""));
+    assert!(!s.on_demand);
+    assert_eq!(s.on_demand_idle, Duration::from_secs(10));
+    let e = errs(&one("", "push = true\non_demand = true"));
+    has(
+        &e,
+        &["Some(5): stream #1 on_demand: only for a relay source"],
+    );
+    let e = errs(&one(
+        "",
+        "relay = \"http://h/x\"\non_demand_idle = \"soon\"",
+    ));
+    has(&e, &["on_demand_idle: invalid value \"soon\""]);
+}
+
+#[test]
+fn destinations() {
+    let c = ok(&one(
+        "",
+        "push = true\n\
+         [[stream.destination]]\nurl = \"http://ice.example:8000/live.mp3\"\npassword = \"hackme\"\n\
+         [[stream.destination]]\nurl = \"http://ice2.example/live\"\nuser = \"other\"\n\
+         password = \"x\"\nlegacy_source = true\nretry_limit = 3\n",
+    ));
+    assert_eq!(
+        c.streams[0].destinations,
+        vec![
+            Destination {
+                url: "http://ice.example:8000/live.mp3".into(),
+                user: "source".into(),
+                password: Secret::Plain("hackme".into()),
+                legacy_source: false,
+                retry_limit: None,
+            },
+            Destination {
+                url: "http://ice2.example:80/live".into(),
+                user: "other".into(),
+                password: Secret::Plain("x".into()),
+                legacy_source: true,
+                retry_limit: Some(3),
+            },
+        ]
+    );
+    // Inline tables too.
+    let c = ok(&one(
+        "",
+        "push = true\ndestination = [{ url = \"http://h/m\", password = \"p\" }]",
+    ));
+    assert_eq!(c.streams[0].destinations.len(), 1);
+}
+
+#[test]
+fn bad_destinations_with_their_lines() {
+    let bcrypt = "$2y$05$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu";
+    let e = errs(&one(
+        "",
+        &format!(
+            "push = true\n\
+             [[stream.destination]]\nuser = \"\"\n\
+             [[stream.destination]]\nurl = \"https://h/m\"\npassword = \"{bcrypt}\"\nretry_limit = 0\n\
+             [[stream.destination]]\nurl = \"http://u:TOPSECRET@h/m\"\npassword = \"p\"\ncolour = 1\n\
+             [[stream.destination]]\nurl = \"http://h/\"\npassword = \"p\"\nlegacy_source = \"yes\"\n"
+        ),
+    ));
+    has(
+        &e,
+        &[
+            "Some(5): stream #1 destination #1 url: missing: url = \"http://host:port/mount\"",
+            "Some(5): stream #1 destination #1 password: missing: password",
+            "Some(6): stream #1 destination #1 user: invalid value \"\": must not be empty",
+            "Some(8): stream #1 destination #2 url: invalid value \"https://h/m\": https://",
+            "Some(9): stream #1 destination #2 password: the password is a bcrypt hash, but ringcast sends",
+            "Some(10): stream #1 destination #2 retry_limit: invalid value 0: must be at least 1",
+            "Some(12): stream #1 destination #3 url: invalid value \"http://u:<secret>@h/m\": has credentials",
+            "Some(14): stream #1 destination #3 colour: unknown setting",
+            "Some(16): stream #1 destination #4 url: invalid value \"http://h/\": needs the mount",
+            "Some(18): stream #1 destination #4 legacy_source: must be true or false",
+        ],
+    );
+    assert!(!e.contains("TOPSECRET") && !e.contains(bcrypt), "{e}");
+    let e = errs(&one("", "push = true\ndestination = 3"));
+    has(
+        &e,
+        &["Some(5): stream #1 destination: must be [[stream.destination]] tables, not integer"],
+    );
+}
+
+#[test]
+fn stream_info() {
+    let s = first(&one(
+        "",
+        "push = true\nname = \"Radio One\"\ndescription = \"Music, all day\"\ngenre = \"Jazz\"\n\
+         url = \"https://radio.example/\"\nbitrate = 128\npublic = true",
+    ));
+    assert_eq!(
+        s.info,
+        StreamInfo {
+            name: Some("Radio One".into()),
+            description: Some("Music, all day".into()),
+            genre: Some("Jazz".into()),
+            url: Some("https://radio.example/".into()),
+            bitrate: Some(128),
+            public: Some(true),
+        }
+    );
+    assert_eq!(first(&one("", "push = true")).info, StreamInfo::default());
+    assert_eq!(
+        first(&one("", "push = true\npublic = false")).info.public,
+        Some(false)
+    );
+    let e = errs(&one(
+        "",
+        "push = true\nname = \"a\\r\\nSet-Cookie: x\"\ngenre = \"\"\nbitrate = 0\n\
+         description = \"tab\\tis fine\"\nurl = 5",
+    ));
+    has(
+        &e,
+        &[
+            "Some(5): stream #1 name: invalid value \"a\\r\\nSet-Cookie: x\": control characters",
+            "Some(6): stream #1 genre: invalid value \"\": must not be empty",
+            "Some(7): stream #1 bitrate: invalid value 0: must be at least 1",
+            "Some(9): stream #1 url: must be a string",
+        ],
+    );
+    assert!(!e.contains("description"), "{e}");
+    let e = errs(&one("", "push = true\nbitrate = 100001"));
+    has(
+        &e,
+        &["bitrate: invalid value 100001: must be at most 100000"],
+    );
+    assert_eq!(
+        first(&one("", "push = true\nbitrate = 100000"))
+            .info
+            .bitrate,
+        Some(100000)
+    );
+}
+
+#[test]
+fn icy_metaint() {
+    assert_eq!(first(&one("", "push = true")).icy_metaint, 16000);
+    assert_eq!(
+        first(&one("", "push = true\nicy_metaint = 0")).icy_metaint,
+        0
+    );
+    let s = first(&one("", "push = true\nicy_metaint = 1000000"));
+    assert_eq!(s.icy_metaint, 1_000_000);
+    let e = errs(&one("", "push = true\nicy_metaint = 1000001"));
+    has(
+        &e,
+        &["Some(5): stream #1 icy_metaint: invalid value 1000001: must be at most 1000000"],
+    );
+    assert_eq!(stream(&["-icy-metaint", "8192"]).icy_metaint, 8192);
+    assert_eq!(
+        run_env(&[], &[("RINGCAST_ICY_METAINT", "0")]).streams[0].icy_metaint,
+        0
+    );
+    assert_eq!(err_flag(&["-icy-metaint", "-1"]), "icy-metaint");
+}
+
+#[test]
+fn titles_from_a_file_or_a_command() {
+    let s = first(&one("", "exec = [\"cat\"]\ntitle_file = \"/run/title\""));
+    assert_eq!(s.title_file, Some(PathBuf::from("/run/title")));
+    let s = first(&one(
+        "",
+        "demo = true\ntitle_command = [\"sh\", \"-c\", \"tail -f x\"]",
+    ));
+    assert_eq!(
+        s.title_command,
+        Some(vec!["sh".into(), "-c".into(), "tail -f x".into()])
+    );
+    let e = errs(&one(
+        "",
+        "path = \"/x\"\ntitle_file = \"/t\"\ntitle_command = [\"x\"]",
+    ));
+    has(
+        &e,
+        &["Some(6): stream #1 title_command: cannot be used together with title_file"],
+    );
+    let e = errs(&one("", "push = true\ntitle_file = \"/t\""));
+    has(
+        &e,
+        &["Some(5): stream #1 title_file: only for exec, path and demo sources"],
+    );
+    let e = errs(&one("", "relay = \"http://h/x\"\ntitle_command = [\"x\"]"));
+    has(
+        &e,
+        &["stream #1 title_command: only for exec, path and demo sources"],
+    );
+    let e = errs(&one(
+        "",
+        "path = \"/x\"\ntitle_command = []\ntitle_file = \"\"",
+    ));
+    has(
+        &e,
+        &[
+            "title_command: needs a command",
+            "title_file: invalid value \"\": must not be empty",
+        ],
+    );
+    let e = errs(&one("", "path = \"/x\"\ntitle_command = \"x\""));
+    has(&e, &["title_command: must be a list of strings"]);
+}
+
+#[test]
+fn cors_origin() {
+    assert_eq!(
+        first(&one("", "push = true")).cors_origin.as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        first(&one("", "push = true\ncors_origin = \"\"")).cors_origin,
+        None
+    );
+    let s = first(&one("", "push = true\ncors_origin = \"https://a.example\""));
+    assert_eq!(s.cors_origin.as_deref(), Some("https://a.example"));
+    let e = errs(&one("", "push = true\ncors_origin = \"a\\nb\""));
+    has(
+        &e,
+        &["Some(5): stream #1 cors_origin: invalid value \"a\\nb\": control characters"],
+    );
+    assert_eq!(stream(&["-cors-origin", ""]).cors_origin, None);
+    assert_eq!(
+        stream(&["-cors-origin=null"]).cors_origin.as_deref(),
+        Some("null")
+    );
+    assert_eq!(stream(&[]).cors_origin.as_deref(), Some("*"));
+    let c = run_env(&[], &[("RINGCAST_CORS_ORIGIN", "https://b.example")]);
+    assert_eq!(
+        c.streams[0].cors_origin.as_deref(),
+        Some("https://b.example")
+    );
+}
+
+#[test]
+fn extra_headers() {
+    let s = first(&one(
+        "",
+        "push = true\n[stream.headers]\nX-Station = \"one\"\n\"X-Frame-Options\" = \"DENY\"\nSet-Cookie = \"a=b\"",
+    ));
+    let mut h = s.extra_headers;
+    h.sort();
+    assert_eq!(
+        h,
+        vec![
+            ("Set-Cookie".into(), "a=b".into()),
+            ("X-Frame-Options".into(), "DENY".into()),
+            ("X-Station".into(), "one".into()),
+        ]
+    );
+    let s = first(&one("", "push = true\nheaders = { X-A = \"1\" }"));
+    assert_eq!(s.extra_headers, vec![("X-A".to_owned(), "1".to_owned())]);
+    let e = errs(&one(
+        "",
+        "push = true\n[stream.headers]\ncontent-type = \"x\"\nAccess-Control-Allow-Origin = \"*\"\n\
+         Sec-WebSocket-Accept = \"x\"\nICY-METAINT = \"1\"\nicy-name = \"n\"\nServer = \"x\"\n\
+         \"Bad Name\" = \"x\"\nX-A = \"a\\u0000b\"\nX-B = 1\nX-C = \"ok\"\nx-c = \"again\"\nX-D = \"\"",
+    ));
+    has(
+        &e,
+        &[
+            "Some(6): stream #1 headers.content-type: ringcast sets this header: use content_type",
+            "Some(7): stream #1 headers.Access-Control-Allow-Origin: ringcast sets the CORS headers: use cors_origin",
+            "Some(8): stream #1 headers.Sec-WebSocket-Accept: ringcast sets this header itself",
+            "Some(9): stream #1 headers.ICY-METAINT: ringcast sets this header: use icy_metaint",
+            "Some(10): stream #1 headers.icy-name: ringcast sets this header: use name",
+            "Some(11): stream #1 headers.Server: ringcast sets this header itself",
+            "Some(12): stream #1 headers.Bad Name: is not a valid header name",
+            "Some(13): stream #1 headers.X-A: invalid value \"a\\0b\": control characters",
+            "Some(14): stream #1 headers.X-B: must be a string, not integer",
+            "Some(16): stream #1 headers.x-c: is given twice",
+            "Some(17): stream #1 headers.X-D: invalid value \"\": must not be empty",
+        ],
+    );
+    assert!(!e.contains("X-C:"), "{e}");
+    let e = errs(&one("", "push = true\nheaders = [\"X-A: 1\"]"));
+    has(
+        &e,
+        &["stream #1 headers: must be a table of Name = \"value\""],
+    );
+}
+
+const BCRYPT: &str = "$2y$05$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu";
+
+#[test]
+fn users() {
+    let c = ok(&format!(
+        "[[user]]\nname = \"dj\"\npassword = \"{BCRYPT}\"\nroles = [\"source\"]\nmounts = [\"/a\"]\n\
+         [[user]]\nname = \"admin\"\npassword = \"plain pass\"\nroles = [\"admin\", \"relay\", \"admin\"]\n\
+         [[user]]\nname = \"dj\"\npassword = \"$2b$10$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu\"\n\
+         roles = [\"source\"]\nmounts = [\"/b\"]\n\
+         [[stream]]\nmount = \"/a\"\npush = true\n[[stream]]\nmount = \"/b\"\npush = true\n"
+    ));
+    assert_eq!(
+        c.users,
+        vec![
+            User {
+                name: "dj".into(),
+                password: Secret::Bcrypt(BCRYPT.into()),
+                roles: vec![Role::Source],
+                mounts: vec!["/a".into()],
+            },
+            User {
+                name: "admin".into(),
+                password: Secret::Plain("plain pass".into()),
+                roles: vec![Role::Admin, Role::Relay],
+                mounts: vec![],
+            },
+            User {
+                name: "dj".into(),
+                password: Secret::Bcrypt(
+                    "$2b$10$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu".into()
+                ),
+                roles: vec![Role::Source],
+                mounts: vec!["/b".into()],
+            },
+        ]
+    );
+    // $2a$ is bcrypt too; a $ elsewhere is a plain password.
+    let c = ok(&one(
+        "[[user]]\nname = \"x\"\npassword = \"$2a$31$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu\"\nroles = [\"source\"]\n\
+         [[user]]\nname = \"y\"\npassword = \"$1$abc\"\nroles = [\"source\"]\n",
+        "push = true",
+    ));
+    assert!(matches!(c.users[0].password, Secret::Bcrypt(_)));
+    assert_eq!(c.users[1].password, Secret::Plain("$1$abc".into()));
+    assert!(ok(&one("", "push = true")).users.is_empty());
+}
+
+#[test]
+fn bad_users_with_their_lines() {
+    let e = errs(&one(
+        "[[user]]\npassword = \"\"\nroles = []\n\
+         [[user]]\nname = \"a:b\"\npassword = \"$2y$05$tooShort\"\nroles = [\"dj\", \"source\"]\nmounts = [\"/a\", \"/nope\"]\n\
+         [[user]]\nname = \"c\"\npassword = \"p\"\npassword_file = \"/f\"\nroles = \"source\"\n\
+         [[user]]\nname = \"d\"\nroles = [\"source\"]\ncolour = 1\n\
+         [[user]]\nname = \"e\"\npassword = \"$2y$99$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu\"\n",
+        "push = true",
+    ));
+    has(
+        &e,
+        &[
+            "Some(1): user #1 name: missing: name",
+            "Some(2): user #1 password: the password must not be empty",
+            "Some(3): user #1 roles: needs at least one role",
+            "Some(5): user #2 name: invalid value \"a:b\": must not contain ':'",
+            "Some(6): user #2 password: the password starts like a bcrypt hash but is not one",
+            "Some(7): user #2 roles: invalid value \"dj\": a role is source, admin or relay",
+            "Some(8): user #2 mounts: invalid value \"/nope\": names no configured mount",
+            "Some(12): user #3 password_file: cannot be used together with password",
+            "Some(13): user #3 roles: must be a list of strings",
+            "Some(14): user #4 password: missing: password",
+            "Some(17): user #4 colour: unknown setting",
+            "Some(20): user #5 password: the password starts like a bcrypt hash",
+            "Some(18): user #5 roles: missing: roles",
+        ],
+    );
+    assert!(!e.contains("tooShort"), "{e}");
+    let e = errs(&one(
+        "[[user]]\nname = \"x\"\npassword = \"p\"\nroles = [\"admin\"]\nmounts = []",
+        "push = true",
+    ));
+    assert_eq!(
+        e,
+        "Some(5): user #1 mounts: names no mount: leave mounts out for every mount"
+    );
+    let e = errs(&one("user = 3", "push = true"));
+    has(&e, &["Some(1): user: must be [[user]] tables, not integer"]);
+}
+
+#[test]
+fn a_user_name_twice_for_the_same_mounts_is_an_error() {
+    let two = |m1: &str, m2: &str| {
+        format!(
+            "[[user]]\nname = \"dj\"\npassword = \"a\"\nroles = [\"source\"]\n{m1}\n\
+             [[user]]\nname = \"dj\"\npassword = \"b\"\nroles = [\"admin\"]\n{m2}\n\
+             [[stream]]\nmount = \"/a\"\npush = true\n[[stream]]\nmount = \"/b\"\npush = true\n"
+        )
+    };
+    let e = errs(&two("", ""));
+    assert_eq!(
+        e,
+        "Some(7): user #2 name: user #1 has the same name for some of the same mounts: give each user name once per mount"
+    );
+    let e = errs(&two("mounts = [\"/a\"]", ""));
+    has(&e, &["user #2 name: user #1 has the same name"]);
+    let e = errs(&two("mounts = [\"/a\", \"/b\"]", "mounts = [\"/b\"]"));
+    has(&e, &["user #2 name: user #1 has the same name"]);
+    assert_eq!(
+        ok(&two("mounts = [\"/a\"]", "mounts = [\"/b\"]"))
+            .users
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn password_files_are_read_at_every_load() {
+    let dir = std::env::temp_dir().join(format!("ringcast-config-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "first secret\nsecond line\n").unwrap();
+    let conf = dir.join("ringcast.toml");
+    let text = format!(
+        "[[user]]\nname = \"dj\"\npassword_file = {:?}\nroles = [\"source\"]\n\
+         [[stream]]\nmount = \"/a\"\npush = true\n\
+         [[stream.destination]]\nurl = \"http://h/m\"\npassword_file = {:?}\n\
+         [[mirror]]\norigin = \"http://m\"\nuser = \"relay\"\npassword_file = {:?}\n",
+        pw.display(),
+        pw.display(),
+        pw.display()
+    );
+    std::fs::write(&conf, &text).unwrap();
+    let load = || file::load(&conf, &Layer::default(), &env::Environment::default());
+    let c = load().unwrap();
+    let first = Secret::Plain("first secret".into());
+    assert_eq!(c.users[0].password, first);
+    assert_eq!(c.streams[0].destinations[0].password, first);
+    assert_eq!(c.mirrors[0].password, Some(first));
+    // A reload reads it again.
+    std::fs::write(&pw, format!("{BCRYPT}\r\n")).unwrap();
+    let e = load().unwrap_err().to_string();
+    // A bcrypt hash will do for a user, not for a password ringcast sends.
+    assert!(
+        e.contains(":10: stream #1 destination #1 password_file: the password (the first line of"),
+        "{e}"
+    );
+    assert!(e.contains(":14: mirror #1 password_file:"), "{e}");
+    assert!(!e.contains(":3:"), "{e}");
+    std::fs::write(&pw, "\nx").unwrap();
+    let e = load().unwrap_err().to_string();
+    assert!(
+        e.contains(":3: user #1 password_file: the password (the first line of"),
+        "{e}"
+    );
+    assert!(e.contains("must not be empty"), "{e}");
+    std::fs::remove_file(&pw).unwrap();
+    let e = load().unwrap_err().to_string();
+    assert!(e.contains(":3: user #1 password_file: cannot read"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn health_mounts() {
+    let c = ok(&one("health_mounts = [\"/a\"]", "push = true"));
+    assert_eq!(c.health_mounts, vec!["/a".to_owned()]);
+    assert!(ok(&one("", "push = true")).health_mounts.is_empty());
+    let e = errs(&one("health_mounts = [\"/a\", \"/b\"]", "push = true"));
+    assert_eq!(
+        e,
+        "Some(1): health_mounts: invalid value \"/b\": names no configured mount"
+    );
+    let e = errs(&one("health_mounts = \"/a\"", "push = true"));
+    has(&e, &["Some(1): health_mounts: must be a list of strings"]);
+    // A stream with a problem of its own still counts as configured.
+    let e = errs(&one(
+        "health_mounts = [\"/a\"]",
+        "push = true\nframe_bytes = 0",
+    ));
+    assert!(!e.contains("health_mounts"), "{e}");
+}
+
+#[test]
+fn mirrors() {
+    let c = ok(&one(
+        "[[mirror]]\norigin = \"http://master.example:8000\"\nuser = \"relay\"\npassword = \"pw\"\n\
+         interval = \"30s\"\nframer = \"aac\"\nsource_buffer = 100\nburst_ms = 2000\non_demand = true\n\
+         icy_metaint = 0\ncors_origin = \"\"\nmax_clients = 50\n\
+         [[mirror]]\norigin = \"http://[::1]/\"\n",
+        "push = true",
+    ));
+    let m = &c.mirrors[0];
+    assert_eq!(m.origin, "http://master.example:8000");
+    assert_eq!(m.user.as_deref(), Some("relay"));
+    assert_eq!(m.password, Some(Secret::Plain("pw".into())));
+    assert_eq!(m.interval, Duration::from_secs(30));
+    let t = &m.template;
+    assert_eq!(t.source, SourceSpec::Relay(vec![]));
+    assert_eq!(t.mount, None);
+    assert_eq!(
+        (t.framer, t.frame_bytes, t.content_type.as_str()),
+        (FramerKind::Aac, 8191, "audio/aac")
+    );
+    assert_eq!(
+        (t.source_buffer, t.max_clients, t.icy_metaint),
+        (100, 50, 0)
+    );
+    assert_eq!(t.burst, Some(Duration::from_secs(2)));
+    assert!(t.on_demand && t.cors_origin.is_none());
+    let m = &c.mirrors[1];
+    assert_eq!(m.origin, "http://[::1]:80");
+    assert_eq!((m.user.as_ref(), m.password.as_ref()), (None, None));
+    assert_eq!(m.interval, Duration::from_secs(120));
+    // The default framer of a mirror is mp3.
+    assert_eq!(
+        (m.template.framer, m.template.frame_bytes),
+        (FramerKind::Mp3, 2881)
+    );
+}
+
+#[test]
+fn bad_mirrors_with_their_lines() {
+    let e = errs(&one(
+        "[[mirror]]\ninterval = \"0.5s\"\nframer = \"auto\"\npath = \"/x\"\nmount = \"/m\"\ncolour = 1\n\
+         [[mirror]]\norigin = \"https://m\"\nuser = \"relay\"\n\
+         [[mirror]]\norigin = \"http://m/streams\"\npassword = \"pw\"\n\
+         [[mirror]]\norigin = \"http://relay:SECRETPW@m\"\n",
+        "push = true",
+    ));
+    has(
+        &e,
+        &[
+            "Some(1): mirror #1 origin: missing: origin = \"http://host:port\"",
+            "Some(2): mirror #1 interval: invalid value \"0.5s\": must be at least 1s",
+            "Some(3): mirror #1 framer: invalid value \"auto\": \"auto\" (from the upstream's Content-Type) is not supported yet",
+            "Some(4): mirror #1 path: is a setting of [[stream]], not of [[mirror]]",
+            "Some(5): mirror #1 mount: is a setting of [[stream]], not of [[mirror]]",
+            "Some(6): mirror #1 colour: unknown setting",
+            "Some(8): mirror #2 origin: invalid value \"https://m\": https://",
+            // A missing key is reported at its table's header.
+            "Some(7): mirror #2 password: missing: password",
+            "Some(11): mirror #3 origin: invalid value \"http://m/streams\": must be the server only",
+            "Some(10): mirror #3 user: missing: user",
+            "Some(14): mirror #4 origin: invalid value \"http://relay:<secret>@m\": has credentials",
+        ],
+    );
+    assert!(!e.contains("SECRETPW"), "{e}");
+}
+
+#[test]
+fn channels() {
+    let c = ok(&one("", "push = true"));
+    assert_eq!(c.channels, Channels::off());
+    let c = ok(&one(
+        "[channels]\nmax_channels = 16\nkeys = [\"abc\", \"k_2-x\"]\nsource_buffer = 32\n",
+        "push = true",
+    ));
+    let ch = &c.channels;
+    assert_eq!(ch.max_channels, 16);
+    assert_eq!(
+        ch.keys,
+        vec![Secret::Plain("abc".into()), Secret::Plain("k_2-x".into())]
+    );
+    let t = &ch.template;
+    assert_eq!(t.source, SourceSpec::Push);
+    assert_eq!(
+        (
+            t.framer,
+            t.frame_bytes,
+            t.source_buffer,
+            t.content_type.as_str()
+        ),
+        (FramerKind::Raw, 4096, 32, "application/octet-stream")
+    );
+    let c = ok(&one(
+        "[channels]\nmax_channels = 1024\nframer = \"ogg\"\ncontent_type = \"audio/webm\"\n",
+        "push = true",
+    ));
+    assert_eq!(c.channels.template.framer, FramerKind::Ogg);
+    assert_eq!(c.channels.template.content_type, "audio/webm");
+    assert!(c.channels.keys.is_empty());
+}
+
+#[test]
+fn bad_channels_never_show_their_keys() {
+    let long = "k".repeat(129);
+    let e = errs(&one(
+        &format!(
+            "[channels]\nmax_channels = 1025\nkeys = [\"ok\", \"UPPERSECRET\", \"\", \"{long}\"]\nmount = \"/x\"\nframe_bytes = 0\n"
+        ),
+        "push = true",
+    ));
+    has(
+        &e,
+        &[
+            "Some(2): channels max_channels: invalid value 1025: must be at most 1024",
+            "Some(3): channels keys: key #2 must be 1 to 128 characters",
+            "Some(3): channels keys: key #3 must",
+            "Some(3): channels keys: key #4 must",
+            "Some(4): channels mount: is a setting of [[stream]], not of [channels]",
+            "Some(5): channels frame_bytes: invalid value 0",
+        ],
+    );
+    assert!(!e.contains("UPPERSECRET") && !e.contains(&long), "{e}");
+    let e = errs(&one("channels = 1", "push = true"));
+    has(
+        &e,
+        &["Some(1): channels: must be a [channels] table, not integer"],
+    );
+}
+
+#[test]
+fn stream_settings_at_the_top_level_say_where_they_go() {
+    let e = errs(&one("framer = \"mp3\"\npush = true", "push = true"));
+    has(
+        &e,
+        &[
+            "Some(1): framer: is a per-stream setting: set it in each [[stream]]",
+            "Some(2): push: is a per-stream setting",
+        ],
+    );
+}
+
+#[test]
+fn no_secret_in_any_message_or_debug_output() {
+    // Every secret of a file that also has problems elsewhere.
+    let text = format!(
+        "[[user]]\nname = \"dj\"\npassword = \"SECRET-A\"\nroles = [\"source\"]\n\
+         [[user]]\nname = \"dj\"\npassword = \"{BCRYPT}\"\nroles = [\"bogus\"]\n\
+         [channels]\nmax_channels = 1\nkeys = [\"SECRET-B\", \"secret-c\"]\n\
+         [[mirror]]\norigin = \"http://m\"\nuser = \"u\"\npassword = \"SECRET-D\"\ninterval = \"0\"\n\
+         [[stream]]\nmount = \"/a\"\nrelay = [\"http://u:SECRET-E@h:0/x\", \"http://u:SECRET-F@h/x\"]\n\
+         [[stream.destination]]\nurl = \"http://h/m\"\npassword = \"SECRET-G\"\nretry_limit = 0\n\
+         [[stream]]\nmount = \"/b\"\nrelay = \"http://u:SECRET-H@h/x\"\n\
+         [[stream.destination]]\nurl = \"http://h/m\"\npassword = \"SECRET-I\"\n"
+    );
+    let e = errs(&text);
+    for secret in ["secret-", &BCRYPT[7..]] {
+        assert!(
+            !e.to_lowercase().contains(&secret.to_lowercase()),
+            "{secret}: {e}"
+        );
+    }
+    let good = text
+        .replace("\"bogus\"", "\"admin\"")
+        .replace(
+            "name = \"dj\"\npassword = \"$",
+            "name = \"dj2\"\npassword = \"$",
+        )
+        .replace("SECRET-B", "secret-b")
+        .replace("h:0/x", "h/x")
+        .replace("interval = \"0\"", "interval = \"1s\"")
+        .replace("retry_limit = 0", "retry_limit = 1");
+    let c = ok(&good);
+    let debug = format!("{c:?} {:#?}", c);
+    for secret in ["SECRET", "secret-b", "secret-c", &BCRYPT[7..]] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("<secret>"));
+}
+
+#[test]
+fn lines_of_tables_written_inline_are_their_keys_lines() {
+    let e = errs(&one(
+        "",
+        "push = true\ndestination = [{ url = \"ftp://h/m\", password = \"p\" }]\n\
+         headers = { Server = \"x\" }",
+    ));
+    has(
+        &e,
+        &[
+            "Some(5): stream #1 destination #1 url: invalid value \"ftp://h/m\"",
+            "Some(6): stream #1 headers.Server: ringcast sets this header itself",
+        ],
+    );
 }

@@ -4,17 +4,23 @@
 //! Every problem is collected (the file reports them all at once; the
 //! command line shows the first). A problem carries the origin of the value
 //! at fault, so the front end can name the flag, the variable or the file's
-//! line.
+//! line. The tables of the file (users, destinations, mirrors, channels,
+//! headers) and the checks across streams (fallbacks) are in
+//! `validate/tables.rs`.
 
-use std::ffi::OsStr;
+mod tables;
+
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{Fault, Given, Layer, Origin, Problem, Value};
-use super::table::{cpus_online, def, env_name, Kind, Max, Setting, MAX_RING_BYTES};
+use super::raw::{Fault, Given, Layer, Origin, Place, Problem, Value};
+use super::table::MAX_RING_BYTES;
+use super::table::{cpus_online, def, env_name, is_secret, is_url, Kind, Max, Setting};
 use super::values::{check_header_value, parse_address, parse_duration, parse_go_bool};
-use super::values::{parse_go_int, parse_level, parse_uid};
-use super::{Config, FramerKind, SourceSpec, StreamConfig, RESERVED_PATHS};
+use super::values::{parse_go_int, parse_http_url, parse_level, parse_uid, redact_url};
+use super::RESERVED_PATHS;
+use super::{Config, FramerKind, Secret, SourceSpec, StreamConfig, StreamInfo, Upstream};
 
 /// Which kind of configuration is being validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +30,11 @@ pub(crate) enum Mode {
     CommandLine { stdin_is_tty: bool },
     /// The streams of a configuration file: each needs a mount and a source.
     File,
+    /// The streams a `[[mirror]]` creates: relays, mount and upstream filled
+    /// in by the runtime.
+    Mirror,
+    /// The stream of each WebSocket channel: pushed by its publisher.
+    Channel,
 }
 
 /// Validate the server-wide settings and each stream's.
@@ -34,7 +45,7 @@ pub(crate) fn validate(
 ) -> Result<Config, Vec<Problem>> {
     let mut c = Check {
         problems: Vec::new(),
-        stream: None,
+        place: Place::Top,
     };
     let config = c.server(server, streams, mode);
     if c.problems.is_empty() {
@@ -59,25 +70,84 @@ fn name_in(s: Setting, origin: &Origin) -> String {
 /// Collects problems while values are read.
 struct Check {
     problems: Vec<Problem>,
-    /// The stream being read (file mode), for the problems' places.
-    stream: Option<usize>,
+    /// The table being read (file mode), for the problems' places.
+    place: Place,
 }
 
 impl Check {
     fn report(&mut self, s: Setting, origin: &Origin, fault: Fault, message: impl Into<String>) {
         self.problems.push(Problem {
             setting: Some(s),
-            stream: self.stream,
+            place: self.place,
             origin: origin.clone(),
             fault,
             message: message.into(),
         });
     }
 
-    /// A problem with the value itself: `invalid value "x": why`.
+    /// A problem with the value itself: `invalid value "x": why` (a secret
+    /// is never quoted, a URL without its password).
     fn bad(&mut self, s: Setting, g: &Given, fault: Fault, why: impl std::fmt::Display) {
-        let shown = g.value.shown();
+        let shown = if is_secret(s) {
+            "<secret>".to_owned()
+        } else if is_url(s) {
+            let redacted = |t: &OsString| redact_url(&t.to_string_lossy());
+            match &g.value {
+                Value::Text(t) => format!("{:?}", redacted(t)),
+                Value::List(v) => format!("{:?}", v.iter().map(redacted).collect::<Vec<_>>()),
+                other => other.shown(),
+            }
+        } else {
+            g.value.shown()
+        };
         self.report(s, &g.origin, fault, format!("invalid value {shown}: {why}"));
+    }
+
+    /// A given value that must be text: the text (`None`: not given, or
+    /// reported).
+    fn given_text(&mut self, layer: &Layer, s: Setting) -> Option<(String, Given)> {
+        let g = layer.get(s)?.clone();
+        self.text_of(s, &g).map(|t| (t, g))
+    }
+
+    /// A header value (stream info, CORS origin): checked as
+    /// `content_type` is.
+    fn header_text(&mut self, layer: &Layer, s: Setting) -> Option<String> {
+        let (t, g) = self.given_text(layer, s)?;
+        match check_header_value(&t) {
+            Ok(()) => Some(t),
+            Err(why) => {
+                self.bad(s, &g, Fault::Invalid, why);
+                None
+            }
+        }
+    }
+
+    /// A list of strings (`roles`, `mounts`, `keys`, `health_mounts`).
+    fn strings_of(&mut self, s: Setting, g: &Given) -> Option<Vec<String>> {
+        let Value::List(items) = &g.value else {
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let one = Given {
+                value: Value::Text(item.clone()),
+                origin: g.origin.clone(),
+            };
+            out.push(self.utf8(s, &one, item)?.to_owned());
+        }
+        Some(out)
+    }
+
+    /// A duration that must be more than 0.
+    fn positive(&mut self, layer: &Layer, s: Setting) -> Option<Duration> {
+        let d = self.duration(layer, s)?;
+        if d.is_zero() {
+            let g = self.value(layer, s)?;
+            self.bad(s, &g, Fault::Range, "must be more than 0");
+            return None;
+        }
+        Some(d)
     }
 
     /// The value given, or the table's default; `None` when there is
@@ -297,7 +367,11 @@ impl Check {
         let listen_backlog = self.int(layer, Setting::ListenBacklog).unwrap_or(4096) as u32;
         let max_clients = self.usize(layer, Setting::MaxClients).unwrap_or(0);
         let log_level = self.log_level(layer);
-        let streams = self.streams(streams, mode);
+        let (streams, mounts) = self.streams(streams, mode);
+        let users = self.users(layer, &mounts);
+        let health_mounts = self.health_mounts(layer, &mounts);
+        let mirrors = self.mirrors(layer);
+        let channels = self.channels(layer);
         Config {
             listen,
             admin_listen,
@@ -310,10 +384,10 @@ impl Check {
             max_clients,
             log_level,
             streams,
-            users: Vec::new(),
-            health_mounts: Vec::new(),
-            mirrors: Vec::new(),
-            channels: super::Channels::off(),
+            users,
+            health_mounts,
+            mirrors,
+            channels,
         }
     }
 
@@ -328,33 +402,49 @@ impl Check {
         })
     }
 
-    /// Every stream, and their mounts unique (among the streams without
-    /// other problems).
-    fn streams(&mut self, streams: &[Layer], mode: Mode) -> Vec<StreamConfig> {
-        // Each stream that has no problem, with its index.
-        let mut out: Vec<(StreamConfig, usize)> = Vec::new();
+    /// Every stream, their mounts unique (among the streams without other
+    /// problems) and their fallbacks sound; and the mounts of all streams
+    /// (those with problems too, so that naming one is not a second
+    /// problem).
+    fn streams(&mut self, streams: &[Layer], mode: Mode) -> (Vec<StreamConfig>, Vec<String>) {
+        // Each stream, and whether it has no problem.
+        let mut all: Vec<(StreamConfig, bool)> = Vec::new();
         for (i, stream) in streams.iter().enumerate() {
-            self.stream = (mode == Mode::File).then_some(i);
+            self.place = if mode == Mode::File {
+                Place::Stream(i)
+            } else {
+                Place::Top
+            };
             let before = self.problems.len();
             let sc = self.stream_config(stream, mode);
-            if self.problems.len() != before {
-                continue;
+            let ok = self.problems.len() == before;
+            if ok {
+                let first = all
+                    .iter()
+                    .position(|(o, o_ok)| *o_ok && o.mount == sc.mount);
+                if let Some(first) = first {
+                    let origin = stream
+                        .get(Setting::Mount)
+                        .map_or(Origin::Default, |g| g.origin.clone());
+                    let mount = sc.mount.clone().unwrap_or_default();
+                    let why = format!(
+                        "two streams share the mount {mount:?} (this one and stream #{})",
+                        first + 1
+                    );
+                    self.report(Setting::Mount, &origin, Fault::Conflict, why);
+                }
             }
-            if let Some((_, first)) = out.iter().find(|(o, _)| o.mount == sc.mount) {
-                let origin = stream
-                    .get(Setting::Mount)
-                    .map_or(Origin::Default, |g| g.origin.clone());
-                let mount = sc.mount.clone().unwrap_or_default();
-                let why = format!(
-                    "two streams share the mount {mount:?} (this one and stream #{})",
-                    first + 1
-                );
-                self.report(Setting::Mount, &origin, Fault::Conflict, why);
-            }
-            out.push((sc, i));
+            all.push((sc, ok));
         }
-        self.stream = None;
-        out.into_iter().map(|(sc, _)| sc).collect()
+        self.fallbacks(streams, &all);
+        self.place = Place::Top;
+        let mounts = all.iter().filter_map(|(sc, _)| sc.mount.clone()).collect();
+        let streams = all
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(sc, _)| sc)
+            .collect();
+        (streams, mounts)
     }
 
     fn uid(&mut self, layer: &Layer) -> Option<u32> {
@@ -395,27 +485,32 @@ impl Check {
     }
 
     fn source(&mut self, layer: &Layer, mode: Mode) -> Option<SourceSpec> {
-        let path = layer.get(Setting::Path);
-        let exec = layer.get(Setting::Exec);
-        let demo = layer
-            .get(Setting::Demo)
-            .filter(|g| g.value != Value::Bool(false));
+        match mode {
+            Mode::Mirror => return Some(SourceSpec::Relay(Vec::new())),
+            Mode::Channel => return Some(SourceSpec::Push),
+            Mode::CommandLine { .. } | Mode::File => {}
+        }
+        // A `false` boolean source is no source.
+        let on = |s| layer.get(s).filter(|g| g.value != Value::Bool(false));
         let given: Vec<(Setting, &Given)> = [
-            (Setting::Path, path),
-            (Setting::Exec, exec),
-            (Setting::Demo, demo),
+            (Setting::Path, layer.get(Setting::Path)),
+            (Setting::Exec, layer.get(Setting::Exec)),
+            (Setting::Demo, on(Setting::Demo)),
+            (Setting::Push, on(Setting::Push)),
+            (Setting::Relay, layer.get(Setting::Relay)),
         ]
         .into_iter()
         .filter_map(|(s, g)| g.map(|g| (s, g)))
         .collect();
-        let choose = "give exactly one source: exec = [...], path = \"...\" or demo = true";
+        let choose = "give exactly one source: exec = [...], path = \"...\", demo = true, \
+                      push = true or relay = \"http://...\"";
         match given.as_slice() {
             [] => match mode {
                 Mode::CommandLine { stdin_is_tty: true } => Some(SourceSpec::Demo),
                 Mode::CommandLine { .. } => {
                     Some(SourceSpec::Path(def(Setting::Path).default.into()))
                 }
-                Mode::File => {
+                _ => {
                     self.report(
                         Setting::Path,
                         &Origin::Default,
@@ -444,16 +539,62 @@ impl Check {
                 Value::Text(p) => Some(SourceSpec::Path(PathBuf::from(p))),
                 _ => None,
             },
-            [(Setting::Exec, g)] => self.command(g),
-            [(_, g)] => match g.value {
-                Value::Bool(true) => Some(SourceSpec::Demo),
-                _ => None,
-            },
+            [(Setting::Exec, g)] => self
+                .command(Setting::Exec, g)
+                .map(|(program, args)| SourceSpec::Exec { program, args }),
+            [(Setting::Relay, g)] => self.relay(g),
+            [(Setting::Push, g)] => (g.value == Value::Bool(true)).then_some(SourceSpec::Push),
+            [(_, g)] => (g.value == Value::Bool(true)).then_some(SourceSpec::Demo),
         }
     }
 
-    fn command(&mut self, g: &Given) -> Option<SourceSpec> {
-        let s = Setting::Exec;
+    /// The upstreams of a relay, in priority order: `http://` URLs whose
+    /// `user:password@` becomes the upstream's credentials.
+    fn relay(&mut self, g: &Given) -> Option<SourceSpec> {
+        let s = Setting::Relay;
+        let urls: &[OsString] = match &g.value {
+            Value::Text(t) => std::slice::from_ref(t),
+            Value::List(v) => v,
+            _ => return None,
+        };
+        if urls.is_empty() {
+            let why = "needs at least one upstream URL: relay = [\"http://host:port/mount\"]";
+            self.report(s, &g.origin, Fault::Missing, why);
+            return None;
+        }
+        let mut upstreams = Vec::with_capacity(urls.len());
+        let mut ok = true;
+        for url in urls {
+            let one = Given {
+                value: Value::Text(url.clone()),
+                origin: g.origin.clone(),
+            };
+            let Some(text) = self.utf8(s, &one, url) else {
+                ok = false;
+                continue;
+            };
+            match parse_http_url(text) {
+                Ok(u) if u.path.is_empty() => {
+                    let why = "needs the upstream's path (http://host[:port]/mount)";
+                    self.bad(s, &one, Fault::Invalid, why);
+                    ok = false;
+                }
+                Ok(u) => upstreams.push(Upstream {
+                    url: u.without_credentials(),
+                    user: u.user,
+                    password: u.password.map(Secret::Plain),
+                }),
+                Err(why) => {
+                    self.bad(s, &one, Fault::Invalid, why);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(SourceSpec::Relay(upstreams))
+    }
+
+    /// A command (`exec`, `title_command`): the program and its arguments.
+    fn command(&mut self, s: Setting, g: &Given) -> Option<(String, Vec<String>)> {
         let Value::List(items) = &g.value else {
             return None;
         };
@@ -495,44 +636,99 @@ impl Check {
             self.report(s, &g.origin, Fault::Invalid, "the command name is empty");
             return None;
         }
-        Some(SourceSpec::Exec {
-            program,
-            args: words.collect(),
+        Some((program, words.collect()))
+    }
+
+    /// The framer given, else `default`.
+    fn framer(&mut self, layer: &Layer, mode: Mode, default: FramerKind) -> FramerKind {
+        let s = Setting::FrameFilter;
+        if !layer.is_set(s) {
+            return default;
+        }
+        let Some((t, g)) = self.text(layer, s) else {
+            return default;
+        };
+        FramerKind::from_name(&t).unwrap_or_else(|| {
+            let why = if mode == Mode::Mirror && t.eq_ignore_ascii_case("auto") {
+                "\"auto\" (from the upstream's Content-Type) is not supported yet: \
+                 give raw, mp3, aac or ogg (default mp3)"
+            } else {
+                "must be raw (or \"\"), mp3, aac or ogg"
+            };
+            self.bad(s, &g, Fault::Invalid, why);
+            default
         })
     }
 
-    fn framer(&mut self, layer: &Layer) -> FramerKind {
-        let s = Setting::FrameFilter;
-        let Some((t, g)) = self.text(layer, s) else {
-            return FramerKind::Raw;
-        };
-        FramerKind::from_name(&t).unwrap_or_else(|| {
-            self.bad(
-                s,
-                &g,
-                Fault::Invalid,
-                "must be raw (or \"\"), mp3, aac or ogg",
-            );
-            FramerKind::Raw
-        })
+    /// A boolean that may only be true when `allowed`; `why` says when.
+    fn only_if(&mut self, layer: &Layer, s: Setting, allowed: bool, why: &str) -> bool {
+        let on = self.boolean(layer, s).unwrap_or(false);
+        if on && !allowed {
+            if let Some(g) = layer.get(s) {
+                self.report(s, &g.origin, Fault::Conflict, why);
+            }
+        }
+        on
     }
 
     fn stream_config(&mut self, layer: &Layer, mode: Mode) -> StreamConfig {
         let mount = self.mount(layer, mode);
         let source = self.source(layer, mode);
         let demo = source == Some(SourceSpec::Demo);
-        let framer = self.framer(layer);
+        let path = matches!(source, Some(SourceSpec::Path(_)));
+        let push = source == Some(SourceSpec::Push);
+        let relay = matches!(source, Some(SourceSpec::Relay(_)));
+        // Pushed and relayed streams (and channels) come from the network in
+        // packets, in a format of the world's: mp3 unless said otherwise,
+        // and raw frames of a network packet's size.
+        let networked = push || relay;
+        let default_framer = match mode {
+            Mode::Channel => FramerKind::Raw,
+            _ if networked => FramerKind::Mp3,
+            _ => FramerKind::Raw,
+        };
+        let framer = self.framer(layer, mode, default_framer);
+        let raw_frame = networked.then_some(NETWORK_RAW_FRAME_BYTES);
 
-        let (frame_bytes, header_bytes, source_buffer) = self.sizes(layer, demo, framer);
+        let (frame_bytes, header_bytes, source_buffer) = self.sizes(layer, demo, framer, raw_frame);
         let content_type = self.content_type(layer, demo, framer);
         let source_bandwidth = self.u64(layer, Setting::SourceBandwidth);
         let client_max_bytes = self.u64(layer, Setting::ClientMaxBytes);
-        let close_idle = self.boolean(layer, Setting::CloseIdle);
+        let close_idle = self.close_idle(layer, push, relay);
         let reopen = self.boolean(layer, Setting::Reopen);
         let max_quiet_interval = self.interval(layer, Setting::MaxQuietInterval);
         let max_clients = self.usize(layer, Setting::StreamMaxClients);
         let burst_bytes = self.u64(layer, Setting::BurstBytes);
         let burst_ms = self.u64(layer, Setting::BurstMs);
+
+        let known = source.is_some();
+        let only_path = "only for a path source (path = \"...\")";
+        let realtime = self.only_if(layer, Setting::Realtime, path || !known, only_path);
+        let loop_file = self.only_if(layer, Setting::Loop, path || !known, only_path);
+        if loop_file && reopen == Some(false) {
+            if let Some(g) = layer.get(Setting::Reopen) {
+                let why = "cannot be false with loop = true (a looped file is reopened at its end)";
+                self.report(Setting::Reopen, &g.origin, Fault::Conflict, why);
+            }
+        }
+        let on_demand = self.only_if(
+            layer,
+            Setting::OnDemand,
+            relay || !known,
+            "only for a relay source (relay = \"http://...\")",
+        );
+        let on_demand_idle = self.duration(layer, Setting::OnDemandIdle);
+        let fallback = self.fallback(layer);
+        let fallback_override = self.boolean(layer, Setting::FallbackOverride);
+        let fallback_after = self.positive(layer, Setting::FallbackAfter);
+        let source_timeout = self.positive(layer, Setting::SourceTimeout);
+        let destinations = self.destinations(layer);
+        let info = self.info(layer);
+        let icy_metaint = self.usize(layer, Setting::IcyMetaint);
+        let (title_file, title_command) = self.titles(layer, networked);
+        let cors_origin = self.cors_origin(layer);
+        let extra_headers = self.headers(layer);
+        let defaults = StreamConfig::defaults();
         // What is None here was reported (the result is then not used).
         StreamConfig {
             mount,
@@ -543,14 +739,123 @@ impl Check {
             source_buffer: source_buffer.unwrap_or(3),
             source_bandwidth: source_bandwidth.unwrap_or(0),
             client_max_bytes: client_max_bytes.unwrap_or(0),
-            close_idle: close_idle.unwrap_or(false),
+            close_idle,
             content_type,
-            reopen: reopen.unwrap_or(true),
+            // A pushed stream waits for its next encoder and a relay always
+            // reconnects: `reopen` has no meaning there. A looped file is
+            // reopened at its end.
+            reopen: networked || loop_file || reopen.unwrap_or(true),
             max_quiet_interval,
             max_clients: max_clients.unwrap_or(0),
             burst_bytes: burst_bytes.unwrap_or(0),
             burst: burst_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
-            ..StreamConfig::defaults()
+            realtime,
+            loop_file,
+            fallback,
+            fallback_override: fallback_override.unwrap_or(true),
+            fallback_after: fallback_after.unwrap_or(defaults.fallback_after),
+            source_timeout: source_timeout.unwrap_or(defaults.source_timeout),
+            on_demand,
+            on_demand_idle: on_demand_idle.unwrap_or(defaults.on_demand_idle),
+            destinations,
+            info,
+            icy_metaint: icy_metaint.unwrap_or(defaults.icy_metaint),
+            title_file,
+            title_command,
+            cors_origin,
+            extra_headers,
+        }
+    }
+
+    /// `close_idle`: not for a pushed stream (the encoder decides when it
+    /// ends), and a relay's is `on_demand`.
+    fn close_idle(&mut self, layer: &Layer, push: bool, relay: bool) -> bool {
+        let s = Setting::CloseIdle;
+        let on = self.boolean(layer, s).unwrap_or(false);
+        let why = if push {
+            "cannot be used with a pushed stream (push = true): its encoder decides when it ends"
+        } else if relay {
+            "cannot be used with a relay: on_demand = true connects only while there are listeners"
+        } else {
+            return on;
+        };
+        if on {
+            if let Some(g) = layer.get(s) {
+                let why = match &g.origin {
+                    Origin::File { .. } => why.to_owned(),
+                    _ => format!("{why} (on_demand is a setting of the configuration file)"),
+                };
+                self.report(s, &g.origin, Fault::Conflict, why);
+            }
+        }
+        false
+    }
+
+    /// What listeners are told about the stream.
+    fn info(&mut self, layer: &Layer) -> StreamInfo {
+        StreamInfo {
+            name: self.header_text(layer, Setting::InfoName),
+            description: self.header_text(layer, Setting::InfoDescription),
+            genre: self.header_text(layer, Setting::InfoGenre),
+            url: self.header_text(layer, Setting::InfoUrl),
+            bitrate: match layer.get(Setting::InfoBitrate) {
+                Some(g) => self
+                    .int_of(Setting::InfoBitrate, g)
+                    .and_then(|n| u32::try_from(n).ok()),
+                None => None,
+            },
+            public: match layer.get(Setting::InfoPublic) {
+                Some(_) => self.boolean(layer, Setting::InfoPublic),
+                None => None,
+            },
+        }
+    }
+
+    /// `title_file` or `title_command` (at most one; not for pushed or
+    /// relayed streams, whose titles come with them).
+    fn titles(&mut self, layer: &Layer, networked: bool) -> (Option<PathBuf>, Option<Vec<String>>) {
+        let file = layer.get(Setting::TitleFile).cloned();
+        let command = layer.get(Setting::TitleCommand).cloned();
+        if let (Some(_), Some(c)) = (&file, &command) {
+            let why = "cannot be used together with title_file (choose one)";
+            self.report(Setting::TitleCommand, &c.origin, Fault::Conflict, why);
+        }
+        for (s, g) in [
+            (Setting::TitleFile, &file),
+            (Setting::TitleCommand, &command),
+        ] {
+            if let (true, Some(g)) = (networked, g) {
+                let why = "only for exec, path and demo sources (a pushed or relayed stream \
+                           brings its titles with it)";
+                self.report(s, &g.origin, Fault::Conflict, why);
+            }
+        }
+        let title_file = file.and_then(|g| match &g.value {
+            Value::Text(p) if p.is_empty() => {
+                self.bad(Setting::TitleFile, &g, Fault::Invalid, "must not be empty");
+                None
+            }
+            Value::Text(p) => Some(PathBuf::from(p)),
+            _ => None,
+        });
+        let title_command = command
+            .and_then(|g| self.command(Setting::TitleCommand, &g))
+            .map(|(program, args)| std::iter::once(program).chain(args).collect());
+        (title_file, title_command)
+    }
+
+    /// `cors_origin`: `""` means no CORS headers.
+    fn cors_origin(&mut self, layer: &Layer) -> Option<String> {
+        let (t, g) = self.text(layer, Setting::CorsOrigin)?;
+        if t.is_empty() {
+            return None;
+        }
+        match check_header_value(&t) {
+            Ok(()) => Some(t),
+            Err(why) => {
+                self.bad(Setting::CorsOrigin, &g, Fault::Invalid, why);
+                None
+            }
         }
     }
 
@@ -558,12 +863,14 @@ impl Check {
     /// limit. Their defaults depend on the source and the framer: the demo
     /// tone's frames and WAV header; room for any legal frame of a framer (a
     /// legal MPEG audio frame is at most 2881 bytes, an ADTS frame 8191, an
-    /// Ogg page 65307: streamserve's 64 would drop them all).
+    /// Ogg page 65307: streamserve's 64 would drop them all); `raw_frame`
+    /// for raw frames from the network.
     fn sizes(
         &mut self,
         layer: &Layer,
         demo: bool,
         framer: FramerKind,
+        raw_frame: Option<usize>,
     ) -> (Option<usize>, Option<usize>, Option<usize>) {
         let frame_bytes = if layer.is_set(Setting::FrameBytes) {
             self.usize(layer, Setting::FrameBytes)
@@ -571,6 +878,8 @@ impl Check {
             Some(crate::demo::FRAME_BYTES)
         } else if let Some(largest) = crate::framing::largest_frame(framer) {
             Some(largest)
+        } else if let Some(raw) = raw_frame {
+            Some(raw)
         } else {
             self.usize(layer, Setting::FrameBytes)
         };
@@ -615,3 +924,8 @@ impl Check {
         ct.unwrap_or_default()
     }
 }
+
+/// Raw frames of pushed and relayed streams and of channels, unless
+/// `frame_bytes` is given: a network read's worth (64-byte frames, the
+/// command line's default, would mean 64-byte sends).
+pub(crate) const NETWORK_RAW_FRAME_BYTES: usize = 4096;

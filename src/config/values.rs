@@ -341,6 +341,261 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("host {host:?} has no address"))
 }
 
+/// An `http://` URL of another server, split: what relays, destinations and
+/// mirrors connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpUrl {
+    /// The host as written (lower case; an IPv6 literal without brackets).
+    pub host: String,
+    /// The port (80 when not written).
+    pub port: u16,
+    /// The path with its query (`/live.mp3?x=1`); empty when not written.
+    pub path: String,
+    /// `user` of `user:password@`, percent-decoded.
+    pub user: Option<String>,
+    /// `password` of `user:password@`, percent-decoded.
+    pub password: Option<String>,
+}
+
+impl HttpUrl {
+    /// `http://host:port` and the path, without credentials.
+    pub(crate) fn without_credentials(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            format!("http://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
+/// Parse `http://[user[:password]@]host[:port][/path[?query]]`. No host
+/// name is resolved here (that is the runtime's, at each connect). Messages
+/// never quote the password.
+pub(crate) fn parse_http_url(s: &str) -> Result<HttpUrl, String> {
+    let scheme_end = s.find("://");
+    let scheme = scheme_end.map(|i| s[..i].to_ascii_lowercase());
+    let rest = match (scheme.as_deref(), scheme_end) {
+        (Some("http"), Some(i)) => &s[i + 3..],
+        (Some("https"), _) => {
+            return Err(
+                "https:// is not supported: ringcast does not speak TLS to other servers \
+                 (use http://, or a TLS tunnel such as stunnel)"
+                    .to_owned(),
+            )
+        }
+        _ => return Err("must be an http:// URL (http://host[:port]/path)".to_owned()),
+    };
+    if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("spaces and control characters are not allowed in a URL".to_owned());
+    }
+    if !rest.is_ascii() {
+        return Err("must be ASCII (percent-encode other characters)".to_owned());
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    if path.contains('#') {
+        return Err("must not have a #fragment".to_owned());
+    }
+    if path.starts_with('?') {
+        return Err("the path must start with '/'".to_owned());
+    }
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(info) => {
+            let (u, p) = match info.find(':') {
+                Some(c) => (&info[..c], Some(&info[c + 1..])),
+                None => (info, None),
+            };
+            let user = percent_decode(u).ok_or("bad percent-encoding in the user name")?;
+            if user.is_empty() {
+                return Err("the user name before '@' is empty".to_owned());
+            }
+            let password = match p {
+                None => None,
+                Some(p) => {
+                    let p = percent_decode(p).ok_or("bad percent-encoding in the password")?;
+                    if p.is_empty() {
+                        return Err("the password after ':' is empty".to_owned());
+                    }
+                    Some(p)
+                }
+            };
+            if user.contains(':') || user.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return Err("the user name must not contain ':' or control characters".to_owned());
+            }
+            (Some(user), password)
+        }
+    };
+    let (host, port) = if let Some(after) = hostport.strip_prefix('[') {
+        let end = after.find(']').ok_or("missing ']' in the host")?;
+        let host = &after[..end];
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("not an IPv6 address in [...]".to_owned());
+        }
+        (host, &after[end + 1..])
+    } else {
+        match hostport.rfind(':') {
+            Some(c) => (&hostport[..c], &hostport[c..]),
+            None => (hostport, ""),
+        }
+    };
+    if host.is_empty() {
+        return Err("needs a host (http://host[:port]/path)".to_owned());
+    }
+    let name_ok = host.contains(':')
+        || host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !name_ok || host.len() > 253 {
+        return Err("not a valid host name".to_owned());
+    }
+    let port = match port {
+        "" => 80,
+        p => {
+            let digits = p.strip_prefix(':').unwrap_or(p);
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err("invalid port (1 to 65535)".to_owned());
+            }
+            match digits.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err("invalid port (1 to 65535)".to_owned()),
+            }
+        }
+    };
+    Ok(HttpUrl {
+        host: host.to_ascii_lowercase(),
+        port,
+        path: path.to_owned(),
+        user,
+        password,
+    })
+}
+
+/// `%XX` decoded; `None` when a `%` is not followed by two hex digits or
+/// the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A URL as a message may quote it: whatever stands between `://` and the
+/// last `@` after the user name's `:` becomes `<secret>` (on the safe side:
+/// a password with an unencoded `/` or `@` in it is hidden too).
+pub(crate) fn redact_url(s: &str) -> String {
+    let Some(i) = s.find("://") else {
+        return s.to_owned();
+    };
+    let (head, rest) = s.split_at(i + 3);
+    match (rest.rfind('@'), rest.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{head}{}:<secret>{}", &rest[..colon], &rest[at..])
+        }
+        _ => s.to_owned(),
+    }
+}
+
+/// Whether `s` is meant as a bcrypt hash (`$2a$`, `$2b$`, `$2y$`), and if
+/// so whether it is one as `htpasswd -B` writes it: a two-digit cost 04 to
+/// 31, `$`, then 53 characters of bcrypt's base64 (22 of salt, 31 of hash).
+pub(crate) fn bcrypt_syntax(s: &str) -> Option<Result<(), &'static str>> {
+    let b = s.as_bytes();
+    if !(b.starts_with(b"$2a$") || b.starts_with(b"$2b$") || b.starts_with(b"$2y$")) {
+        return None;
+    }
+    let ok = || {
+        let cost = std::str::from_utf8(b.get(4..6)?).ok()?;
+        if !cost.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let cost: u32 = cost.parse().ok()?;
+        let tail = b.get(7..)?;
+        ((4..=31).contains(&cost)
+            && b.get(6) == Some(&b'$')
+            && tail.len() == 53
+            && tail
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'/'))
+        .then_some(())
+    };
+    Some(ok().ok_or(
+        "starts like a bcrypt hash but is not one ($2y$, a cost 04 to 31, $, \
+         53 characters of ./A-Za-z0-9, as htpasswd -B writes)",
+    ))
+}
+
+/// An HTTP header name: a token (RFC 9110 `tchar`s), not empty.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A response header ringcast sets itself (or from another setting), so a
+/// `[stream.headers]` entry may not: why, else `None`.
+pub(crate) fn reserved_header(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    const FROM_SETTINGS: &[(&str, &str)] = &[
+        (
+            "content-type",
+            "ringcast sets this header: use content_type",
+        ),
+        ("icy-metaint", "ringcast sets this header: use icy_metaint"),
+        ("icy-name", "ringcast sets this header: use name"),
+        (
+            "icy-description",
+            "ringcast sets this header: use description",
+        ),
+        ("icy-genre", "ringcast sets this header: use genre"),
+        ("icy-url", "ringcast sets this header: use url"),
+        ("icy-br", "ringcast sets this header: use bitrate"),
+        ("icy-pub", "ringcast sets this header: use public"),
+    ];
+    const OWN: &[&str] = &[
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "server",
+        "cache-control",
+        "upgrade",
+        "x-content-type-options",
+    ];
+    if let Some((_, why)) = FROM_SETTINGS.iter().find(|(h, _)| *h == lower) {
+        return Some(why);
+    }
+    if lower.starts_with("access-control-") {
+        return Some("ringcast sets the CORS headers: use cors_origin");
+    }
+    if OWN.contains(&lower.as_str()) || lower.starts_with("sec-websocket-") {
+        return Some("ringcast sets this header itself");
+    }
+    None
+}
+
+/// A WebSocket channel key: 1 to 128 of `a-z`, `0-9`, `_`, `-`.
+pub(crate) fn is_channel_key(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +755,100 @@ mod tests {
         }
     }
 
+    #[test]
+    fn http_urls() {
+        let u = parse_http_url("HTTP://Us%65r:p%3Aw@Host.Example:8000/a/b?c=d").unwrap();
+        assert_eq!(
+            u,
+            HttpUrl {
+                host: "host.example".into(),
+                port: 8000,
+                path: "/a/b?c=d".into(),
+                user: Some("User".into()),
+                password: Some("p:w".into()),
+            }
+        );
+        assert_eq!(u.without_credentials(), "http://host.example:8000/a/b?c=d");
+        let u = parse_http_url("http://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", 80, ""));
+        assert_eq!(u.without_credentials(), "http://[::1]:80");
+        // The last '@' ends the credentials.
+        let u = parse_http_url("http://u:p@ss@h/x").unwrap();
+        assert_eq!(
+            (u.password.as_deref(), u.host.as_str()),
+            (Some("p@ss"), "h")
+        );
+        for bad in [
+            "",
+            "http://",
+            "http:///x",
+            "https://h/x",
+            "ws://h/x",
+            "http://h:/x",
+            "http://h:0/x",
+            "http://h:65536/x",
+            "http://h:x/x",
+            "http://h/#f",
+            "http://h/ x",
+            "http://h?x",
+            "http://[::1/x",
+            "http://[nope]/x",
+            "http://a b/x",
+            "http://:p@h/x",
+            "http://u:@h/x",
+            "http://u:%4@h/x",
+            "http://u:%ff@h/x",
+        ] {
+            assert!(parse_http_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_http_url("https://h/").unwrap_err().contains("TLS"));
+    }
+
+    #[test]
+    fn urls_in_messages_hide_their_password() {
+        assert_eq!(redact_url("http://u:pw@h/x"), "http://u:<secret>@h/x");
+        assert_eq!(redact_url("http://u:p/w@h/x"), "http://u:<secret>@h/x");
+        assert_eq!(redact_url("http://u@h/x"), "http://u@h/x");
+        assert_eq!(redact_url("http://h:80/x"), "http://h:80/x");
+        assert_eq!(redact_url("no url"), "no url");
+    }
+
+    #[test]
+    fn bcrypt_hashes() {
+        let good = "$2y$05$abcdefghijklmnopqrstuu5Ry4hEJ4hBqCJq0ODRb1aQ4v8NG6QTu";
+        assert_eq!(bcrypt_syntax(good), Some(Ok(())));
+        assert_eq!(bcrypt_syntax(&good.replace("$2y$", "$2a$")), Some(Ok(())));
+        assert_eq!(bcrypt_syntax(&good.replace("$2y$", "$2b$")), Some(Ok(())));
+        for plain in ["secret", "$1$abc", "$2x$05$...", "$2$05$", ""] {
+            assert_eq!(bcrypt_syntax(plain), None, "{plain:?}");
+        }
+        for bad in [
+            "$2y$",
+            "$2y$05$short",
+            &good.replace("$05$", "$03$"),
+            &good.replace("$05$", "$32$"),
+            &good.replace("$05$", "$5x$"),
+            &good.replace("$05$", "$05_"),
+            &format!("{good}x"),
+            &good.replace('a', "!"),
+        ] {
+            assert!(matches!(bcrypt_syntax(bad), Some(Err(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_names_and_channel_keys() {
+        assert!(is_token("X-Station") && is_token("a!#$%&'*+-.^_`|~9"));
+        assert!(!is_token("") && !is_token("a b") && !is_token("a:b") && !is_token("é"));
+        assert!(reserved_header("content-TYPE").is_some());
+        assert!(reserved_header("Access-Control-Max-Age").is_some());
+        assert!(reserved_header("sec-websocket-version").is_some());
+        assert!(reserved_header("X-Frame-Options").is_none());
+        assert!(is_channel_key("a") && is_channel_key(&"z9_-".repeat(32)));
+        assert!(!is_channel_key("") && !is_channel_key(&"a".repeat(129)));
+        assert!(!is_channel_key("A") && !is_channel_key("a.b"));
+    }
+
     mod fuzz {
         use super::*;
         use proptest::prelude::*;
@@ -510,6 +859,23 @@ mod tests {
                 let _ = parse_duration(&s);
                 if !s.bytes().any(|b| b.is_ascii_alphabetic()) {
                     let _ = parse_address(&s); // no host names: no DNS in a property test
+                }
+            }
+
+            #[test]
+            fn arbitrary_urls_never_panic_and_never_show_a_password(
+                s in "[ -~é]{0,24}",
+                user in "[a-z]{1,6}",
+                password in "[A-Z]{8,12}",
+                rest in "[a-z0-9:/@.?#%\\[\\]-]{0,12}",
+            ) {
+                let _ = parse_http_url(&s);
+                let _ = redact_url(&s);
+                let _ = bcrypt_syntax(&s);
+                let url = format!("http://{user}:{password}@{rest}");
+                prop_assert!(!redact_url(&url).contains(&password));
+                if let Err(why) = parse_http_url(&url) {
+                    prop_assert!(!why.contains(&password));
                 }
             }
 
