@@ -166,17 +166,26 @@ fn run(stream: Arc<Stream>, dest: Destination, url: Url, status: Arc<DestStatus>
             Ok(sock) => {
                 status.failures_in_a_row.store(0, Ordering::Relaxed);
                 backoff = BACKOFF_MIN;
-                status
-                    .connected_at_ms
-                    .store((status.started.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
+                status.connected_at_ms.store(
+                    (status.started.elapsed().as_millis() as u64).max(1),
+                    Ordering::Relaxed,
+                );
                 status.set_state(DestState::Active);
-                log::info!("destination stream={} url={} connected", stream.name, status.url);
+                log::info!(
+                    "destination stream={} url={} connected",
+                    stream.name,
+                    status.url
+                );
                 let why = feed(&stream, sock, &status);
                 status.connected_at_ms.store(0, Ordering::Relaxed);
                 if stream.stop_requested() {
                     break;
                 }
-                log::warn!("destination stream={} url={} lost: {why}", stream.name, status.url);
+                log::warn!(
+                    "destination stream={} url={} lost: {why}",
+                    stream.name,
+                    status.url
+                );
                 status.error(why);
             }
             Err(e) => {
@@ -221,7 +230,8 @@ fn connect(stream: &Stream, dest: &Destination, url: &Url) -> io::Result<TcpStre
         Secret::Plain(p) => p.clone(),
         Secret::Bcrypt(_) => return Err(io::Error::other("a bcrypt hash cannot be presented")),
     };
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", dest.user));
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", dest.user));
     let cfg = stream.config();
     let info = stream.info();
     let method = if dest.legacy_source { "SOURCE" } else { "PUT" };
@@ -247,7 +257,10 @@ fn connect(stream: &Stream, dest: &Destination, url: &Url) -> io::Result<TcpStre
     if let Some(b) = info.bitrate {
         req.push_str(&format!("ice-bitrate: {b}\r\n"));
     }
-    req.push_str(&format!("ice-public: {}\r\n\r\n", u8::from(info.public.unwrap_or(false))));
+    req.push_str(&format!(
+        "ice-public: {}\r\n\r\n",
+        u8::from(info.public.unwrap_or(false))
+    ));
     sock.write_all(req.as_bytes())?;
     // Icecast answers `100 Continue` then `200 OK` (maybe in one read).
     let mut got = Vec::new();
@@ -280,7 +293,7 @@ fn final_status(text: &str) -> Option<u16> {
         let end = rest.find("\r\n\r\n")?;
         let head = &rest[..end];
         let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-        if status >= 200 || status < 100 {
+        if !(100..200).contains(&status) {
             return Some(status);
         }
         rest = &rest[end + 4..];
@@ -316,7 +329,9 @@ fn feed(stream: &Stream, mut sock: TcpStream, status: &DestStatus) -> String {
         if let Err(e) = sock.write_all(&frame) {
             return format!("write failed: {e}");
         }
-        status.bytes_out.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        status
+            .bytes_out
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         next += 1;
     }
 }
@@ -328,7 +343,9 @@ mod tests {
     #[test]
     fn the_final_status_after_100_continue() {
         assert_eq!(
-            final_status("HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\nHTTP/1.0 200 OK\r\n\r\n"),
+            final_status(
+                "HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\nHTTP/1.0 200 OK\r\n\r\n"
+            ),
             Some(200)
         );
         assert_eq!(final_status("HTTP/1.1 100 Continue\r\n\r\n"), None);

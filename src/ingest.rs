@@ -29,6 +29,9 @@ pub struct Accepted {
     pub content_type: String,
     /// What the `ice-*` headers said.
     pub info: StreamInfo,
+    /// A WebSocket publisher (`/CHANNEL/KEY/publish`): the body is masked
+    /// client messages.
+    pub websocket: bool,
 }
 
 impl Accepted {
@@ -151,6 +154,7 @@ pub fn check(req: &Request, framer: FramerKind) -> Result<Accepted, Refusal> {
         chunked,
         content_type,
         info: ice_info(req),
+        websocket: false,
     })
 }
 

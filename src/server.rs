@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::config::SourceSpec;
 use crate::config::{Config, StreamConfig};
 use crate::destination::Pusher;
 use crate::engine::Flush;
 use crate::shard::{self, ListenerKind};
-use crate::config::SourceSpec;
 use crate::shared::{MainRequest, ServerShared};
 use crate::source::{self, SourceContext};
 use crate::stream::{Bell, SourceState, Stream, StreamSet};
@@ -200,7 +200,11 @@ impl Control {
 
     fn open_channel(&mut self, name: &str) -> bool {
         let mount = channel_mount(name);
-        if self.running.iter().any(|r| r.stream.mount.as_deref() == Some(&mount)) {
+        if self
+            .running
+            .iter()
+            .any(|r| r.stream.mount.as_deref() == Some(&mount))
+        {
             return false;
         }
         let open = self
@@ -265,13 +269,13 @@ impl Control {
         let mut keep = Vec::new();
         for r in std::mem::take(&mut self.running) {
             let gone = r.origin == Origin::Mirror(index)
-                && !r
-                    .stream
-                    .mount
-                    .as_ref()
-                    .is_some_and(|m| mounts.contains(m));
+                && !r.stream.mount.as_ref().is_some_and(|m| mounts.contains(m));
             if gone {
-                log::info!("mirror {}: mount {} gone upstream", mirror.origin, r.stream.name);
+                log::info!(
+                    "mirror {}: mount {} gone upstream",
+                    mirror.origin,
+                    r.stream.name
+                );
                 r.stream.request_stop();
                 self.retired.push(r.thread);
                 changed = true;
@@ -281,7 +285,11 @@ impl Control {
         }
         self.running = keep;
         for m in mounts {
-            if self.running.iter().any(|r| r.stream.mount.as_ref() == Some(m)) {
+            if self
+                .running
+                .iter()
+                .any(|r| r.stream.mount.as_ref() == Some(m))
+            {
                 continue;
             }
             if crate::config::RESERVED_PATHS.contains(&m.as_str()) || !m.starts_with('/') {
@@ -395,6 +403,8 @@ impl Control {
         let log_level = new.log_level;
         self.shared
             .set_access(new.users.clone(), new.health_mounts.clone());
+        self.shared.set_channels(&new.channels);
+        self.config.channels = new.channels.clone();
         self.config.users = new.users;
         self.config.health_mounts = new.health_mounts;
         self.config.streams = new.streams;
@@ -465,6 +475,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     ));
     let bells = shared.bells.clone();
     shared.set_access(config.users.clone(), config.health_mounts.clone());
+    shared.set_channels(&config.channels);
     let mut control = Control {
         shared: shared.clone(),
         bells: bells.clone(),

@@ -327,15 +327,43 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
             return;
         }
     }
-    let home = match (kind, set.route(&req.path)) {
-        (ListenerKind::Public, Some(s)) => s.clone(),
-        _ => {
-            shard.stats().not_found.inc();
-            respond_and_close(&mut tcp, &http::not_found_response()).await;
+    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    // The seed-004 channel scheme: /CHANNEL/KEY/publish | receive | probe.
+    let mut no_burst = false;
+    let channel =
+        if kind == ListenerKind::Public && set.route(&req.path).is_none_or(|s| s.mount.is_none()) {
+            websocket::parse_channel_path(&req.path)
+        } else {
+            None
+        };
+    let home = match channel {
+        Some(Err(why)) => {
+            shard.stats().bad_requests.inc();
+            let r = http::simple_response(400, "Bad Request", "", &format!("{why}\n"));
+            respond_and_close(&mut tcp, &r).await;
             return;
         }
+        Some(Ok(cp)) => {
+            drop(set);
+            match channel_request(&shard, &mut tcp, &req, cp, peer).await {
+                ChannelNext::Done => return,
+                ChannelNext::Listen(s, clear) => {
+                    no_burst = clear;
+                    let set = shard.server.streams();
+                    serve_listener(&shard, tcp, req, s, set, peer, no_burst).await;
+                    return;
+                }
+            }
+        }
+        None => match (kind, set.route(&req.path)) {
+            (ListenerKind::Public, Some(s)) => s.clone(),
+            _ => {
+                shard.stats().not_found.inc();
+                respond_and_close(&mut tcp, &http::not_found_response()).await;
+                return;
+            }
+        },
     };
-    let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     match req.method {
         Method::Put | Method::Source => {
             drop(set);
@@ -355,6 +383,20 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         }
         Method::Get | Method::Head => {}
     }
+    serve_listener(&shard, tcp, req, home, set, peer, no_burst).await;
+}
+
+/// A listener's request for `home`: answered, and the listener handed to
+/// the engine.
+async fn serve_listener(
+    shard: &Shard,
+    mut tcp: TcpStream,
+    req: http::Request,
+    home: Arc<Stream>,
+    set: Arc<crate::stream::StreamSet>,
+    peer: std::net::SocketAddr,
+    no_burst: bool,
+) {
     // Where the listener is served: the mount, or the first stream of its
     // fallback chain that delivers; a push or relay mount without its source
     // and no fallback answers 404.
@@ -422,9 +464,10 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     // source (lazy start), which could publish and even finish its frames
     // before a later choice, and the listener would miss them.
     let sconfig = stream.config();
-    let burst = sconfig.burst_bytes.max(
+    let burst = if no_burst { 0 } else { sconfig.burst_bytes }.max(
         sconfig
             .burst
+            .filter(|_| !no_burst)
             .map_or(0, |d| (stream.byte_rate() as f64 * d.as_secs_f64()) as u64),
     );
     let start = stream.start_frame_with_burst(burst);
@@ -470,6 +513,151 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
             wire,
         },
     );
+}
+
+/// What a channel request leads to.
+enum ChannelNext {
+    /// Answered.
+    Done,
+    /// A receiver of this channel's stream (`true`: `receive-clear-cache`,
+    /// no burst of cached frames).
+    Listen(Arc<Stream>, bool),
+}
+
+/// `/CHANNEL/KEY/publish | receive | receive-clear-cache | probe`.
+async fn channel_request(
+    shard: &Shard,
+    tcp: &mut TcpStream,
+    req: &http::Request,
+    cp: websocket::ChannelPath,
+    peer: std::net::SocketAddr,
+) -> ChannelNext {
+    let server = &shard.server;
+    let (name, key) = match &cp {
+        websocket::ChannelPath::Publish { channel, key }
+        | websocket::ChannelPath::Receive { channel, key, .. }
+        | websocket::ChannelPath::Probe { channel, key } => (channel.clone(), key.clone()),
+    };
+    if !server.channels_enabled() {
+        shard.stats().not_found.inc();
+        respond_and_close(tcp, &http::not_found_response()).await;
+        return ChannelNext::Done;
+    }
+    if !server.channel_key_ok(&key) {
+        shard.stats().channel_refusals.inc();
+        log::warn!("channel {name}: wrong key from={peer}");
+        let r = http::simple_response(403, "Forbidden", "", "wrong key\n");
+        respond_and_close(tcp, &r).await;
+        return ChannelNext::Done;
+    }
+    let mount = crate::server::channel_mount(&name);
+    let find = || server.streams().by_mount(&mount).cloned();
+    match cp {
+        websocket::ChannelPath::Probe { .. } => {
+            let s = find();
+            let body = serde_json::json!({
+                "channel": name,
+                "live": s.as_ref().is_some_and(|s| s.push_claimed()),
+                "receivers": s.as_ref().map_or(0, |s| s.clients()),
+            })
+            .to_string();
+            let bytes = match websocket::check_handshake(req) {
+                Ok(accept) => {
+                    let mut b = websocket::switching_head(&accept, "");
+                    b.extend_from_slice(&websocket::frame(websocket::op::TEXT, body.as_bytes()));
+                    b.extend_from_slice(&websocket::close_frame(1000));
+                    b
+                }
+                Err(_) => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            };
+            respond_and_close(tcp, &bytes).await;
+            ChannelNext::Done
+        }
+        websocket::ChannelPath::Receive { clear_cache, .. } => match find() {
+            Some(s) if s.push_claimed() || s.since_last_frame().is_some() => {
+                ChannelNext::Listen(s, clear_cache)
+            }
+            _ => {
+                shard.stats().not_found.inc();
+                respond_and_close(tcp, &http::not_live_response()).await;
+                ChannelNext::Done
+            }
+        },
+        websocket::ChannelPath::Publish { .. } => {
+            let accept = match websocket::check_handshake(req) {
+                Ok(a) => a,
+                Err(e) => {
+                    shard.stats().ws_bad_handshakes.inc();
+                    let r =
+                        http::simple_response(400, "Bad Request", "", &format!("{}\n", e.name()));
+                    respond_and_close(tcp, &r).await;
+                    return ChannelNext::Done;
+                }
+            };
+            // The main thread opens the channel (its ring is mapped then).
+            let mut stream = find();
+            if stream.is_none() {
+                server.ask_main(crate::shared::MainRequest::OpenChannel(name.clone()));
+                let until = Instant::now() + Duration::from_secs(2);
+                while stream.is_none() && Instant::now() < until {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                    stream = find();
+                }
+            }
+            let Some(stream) = stream else {
+                shard.stats().channel_refusals.inc();
+                let r = http::simple_response(
+                    503,
+                    "Service Unavailable",
+                    "",
+                    "no room for another channel\n",
+                );
+                respond_and_close(tcp, &r).await;
+                return ChannelNext::Done;
+            };
+            if !stream.claim_push() {
+                shard.stats().sources_refused.inc();
+                respond_and_close(tcp, &ingest::Refusal::InUse.response()).await;
+                return ChannelNext::Done;
+            }
+            let head = websocket::switching_head(&accept, "");
+            let ok = future::or(async { tcp.write_all(&head).await.is_ok() }, async {
+                glommio::timer::sleep(Duration::from_secs(5)).await;
+                false
+            })
+            .await;
+            let fd = if ok {
+                sys::dup(tcp.as_raw_fd()).ok()
+            } else {
+                None
+            };
+            let Some(fd) = fd else {
+                stream.release_push();
+                return ChannelNext::Done;
+            };
+            shard.stats().ws_upgrades.inc();
+            shard.stats().sources_accepted.inc();
+            let content_type = stream.config().content_type.clone();
+            stream.offer_push(ingest::PushConn {
+                fd,
+                leftover: Vec::new(),
+                accepted: ingest::Accepted {
+                    expect_continue: false,
+                    chunked: false,
+                    content_type,
+                    info: Default::default(),
+                    websocket: true,
+                },
+                peer,
+                user: format!("channel:{name}"),
+            });
+            ChannelNext::Done
+        }
+    }
 }
 
 /// An encoder's request (`PUT` / `SOURCE`): check it as Icecast does, answer

@@ -52,6 +52,8 @@ pub struct ServerShared {
     pub credentials: RwLock<Arc<Credentials>>,
     /// `/health` is 503 while one of these mounts has no live source.
     pub health_mounts: RwLock<Vec<String>>,
+    /// WebSocket channels: on (max channels > 0), and the keys (empty: any).
+    channels: RwLock<(bool, Vec<crate::config::Secret>)>,
     /// What shards and threads ask the main thread to do (it alone changes
     /// the stream set): open a WebSocket channel, mirror an origin's mounts.
     requests: Mutex<Vec<MainRequest>>,
@@ -96,6 +98,7 @@ impl ServerShared {
             credentials: RwLock::new(Arc::new(Credentials::new(Vec::new()))),
             health_mounts: RwLock::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            channels: RwLock::new((false, Vec::new())),
         }
     }
 
@@ -122,6 +125,39 @@ impl ServerShared {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// Install a configuration's channel settings (start-up, reload).
+    pub fn set_channels(&self, c: &crate::config::Channels) {
+        let v = (c.max_channels > 0, c.keys.clone());
+        match self.channels.write() {
+            Ok(mut ch) => *ch = v,
+            Err(p) => *p.into_inner() = v,
+        }
+    }
+
+    /// True when WebSocket channels are on.
+    pub fn channels_enabled(&self) -> bool {
+        match self.channels.read() {
+            Ok(c) => c.0,
+            Err(p) => p.into_inner().0,
+        }
+    }
+
+    /// True when `key` may publish to or receive channels (any key when
+    /// none is configured, as seed 004 does). Compared in constant time.
+    pub fn channel_key_ok(&self, key: &str) -> bool {
+        let keys = match self.channels.read() {
+            Ok(c) => c.1.clone(),
+            Err(p) => p.into_inner().1.clone(),
+        };
+        keys.is_empty()
+            || keys.iter().any(|k| match k {
+                crate::config::Secret::Plain(p) => {
+                    crate::credentials::constant_time_eq(p.as_bytes(), key.as_bytes())
+                }
+                crate::config::Secret::Bcrypt(h) => bcrypt::verify(key, h).unwrap_or(false),
+            })
     }
 
     /// Install a configuration's users and health mounts (start-up, reload).

@@ -21,7 +21,7 @@
 //!   time; the first frame goes out at once.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
@@ -39,6 +39,7 @@ use crate::ring::RingWriter;
 use crate::stream::{Bell, SourceState, Stream};
 use crate::sys::{self, EventFd};
 use crate::upstream::{self, Url};
+use crate::websocket;
 
 /// First reopen delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -48,6 +49,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(5);
 /// How long a command gets to exit after SIGTERM before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_millis(1000);
+/// Largest message a WebSocket publisher may send (a frame of the stream is
+/// far smaller; a bigger one is refused with close 1009).
+const WS_MAX_MESSAGE: usize = 1 << 20;
 /// How long a relay waits for an upstream's response head.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the source at most per read().
@@ -103,8 +107,15 @@ struct NetBody {
     chunked: Option<Chunked>,
     /// Inline metadata blocks to strip (a relay that asked for titles).
     icy: Option<IcyStripper>,
+    /// A WebSocket publisher: its messages are the stream (pings answered,
+    /// a close ends it, broken frames are an error).
+    ws: bool,
     /// Titles found, for the source thread to post.
     titles: Vec<Title>,
+    /// WebSocket: bytes of a message that came in part; the publisher
+    /// closed.
+    raw_ws: Vec<u8>,
+    ws_closed: bool,
     /// Bytes read (or that came with the request head) not decoded yet.
     raw: Vec<u8>,
     /// Decoded body bytes not handed out yet.
@@ -122,12 +133,12 @@ impl NetBody {
                 self.ready.drain(..n);
                 return Ok(n);
             }
-            if self.chunked.as_ref().is_some_and(|c| c.done()) {
+            if self.chunked.as_ref().is_some_and(|c| c.done()) || self.ws_closed {
                 return Ok(0);
             }
             let input = if !self.raw.is_empty() {
                 std::mem::take(&mut self.raw)
-            } else if self.chunked.is_none() && self.icy.is_none() {
+            } else if self.chunked.is_none() && self.icy.is_none() && !self.ws {
                 return self.sock.read(buf);
             } else {
                 if self.scratch.is_empty() {
@@ -140,6 +151,48 @@ impl NetBody {
                 }
                 self.scratch[..n].to_vec()
             };
+            if self.ws {
+                self.raw_ws.extend_from_slice(&input);
+                let mut at = 0;
+                loop {
+                    match websocket::parse_client_frame(&self.raw_ws[at..], WS_MAX_MESSAGE) {
+                        Ok(None) => break,
+                        Ok(Some((f, used))) => {
+                            at += used;
+                            match f.opcode {
+                                websocket::op::PING => {
+                                    let pong = websocket::frame(websocket::op::PONG, &f.payload);
+                                    let _ = self.sock.set_nonblocking(false);
+                                    let _ = self.sock.write_all(&pong);
+                                    let _ = self.sock.set_nonblocking(true);
+                                }
+                                websocket::op::CLOSE => {
+                                    let _ = self.sock.write_all(&websocket::close_frame(1000));
+                                    self.ws_closed = true;
+                                    break;
+                                }
+                                websocket::op::PONG => {}
+                                _ => self.ready.extend_from_slice(&f.payload),
+                            }
+                        }
+                        Err(e) => {
+                            let _ = self.sock.write_all(&websocket::close_frame(e.code()));
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "WebSocket publisher broke the protocol (close {})",
+                                    e.code()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                self.raw_ws.drain(..at);
+                if self.ws_closed && self.ready.is_empty() {
+                    return Ok(0);
+                }
+                continue;
+            }
             let mut decoded = Vec::new();
             let body = match &mut self.chunked {
                 None => input,
@@ -524,7 +577,10 @@ impl SourceThread {
             sock,
             chunked: conn.accepted.chunked.then(Chunked::new),
             icy: None,
+            ws: conn.accepted.websocket,
             titles: Vec::new(),
+            raw_ws: Vec::new(),
+            ws_closed: false,
             raw: conn.leftover,
             ready: Vec::new(),
             scratch: Vec::new(),
@@ -584,7 +640,10 @@ impl SourceThread {
                         sock: c.sock,
                         chunked: c.chunked.then(Chunked::new),
                         icy: c.metaint.map(IcyStripper::new),
+                        ws: false,
                         titles: Vec::new(),
+                        raw_ws: Vec::new(),
+                        ws_closed: false,
                         raw: c.leftover,
                         ready: Vec::new(),
                         scratch: Vec::new(),

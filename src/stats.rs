@@ -412,6 +412,9 @@ figures! {
         /// frames, bad opcodes, data from a receiver).
         ws_protocol_errors: Counter, Unit::Count, "ws_protocol_errors", "shard_ws_protocol_errors_total",
             "WebSocket clients closed for breaking the protocol.";
+        /// Channel requests refused (wrong key, no room for a channel).
+        channel_refusals: Counter, Unit::Count, "channel_refusals", "shard_channel_refusals_total",
+            "WebSocket channel requests refused (wrong key, no room).";
         /// CORS preflights answered.
         preflights: Counter, Unit::Count, "preflights", "shard_preflights_total",
             "CORS preflight (OPTIONS) requests answered.";

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Value_};
 
-use crate::http::Request;
 use crate::destination::{DestState, DestStatus};
+use crate::http::Request;
 use crate::listener::ListenerRow;
 use crate::shared::ServerShared;
 use crate::source::describe;

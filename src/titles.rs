@@ -68,11 +68,7 @@ fn watch_file(stream: Arc<Stream>, path: PathBuf) {
                 warned = false;
             }
             Err(e) if !warned => {
-                log::warn!(
-                    "stream={} title file {}: {e}",
-                    stream.name,
-                    path.display()
-                );
+                log::warn!("stream={} title file {}: {e}", stream.name, path.display());
                 warned = true;
             }
             Err(_) => {}

@@ -250,7 +250,11 @@ pub fn connect(
 
 /// A small GET (a mirror's `/admin/streamlist.txt`): the status and the
 /// body (at most 1 MiB), following no redirect.
-pub fn fetch(url: &Url, auth: Option<(String, String)>, timeout: Duration) -> Result<(u16, Vec<u8>), UpstreamError> {
+pub fn fetch(
+    url: &Url,
+    auth: Option<(String, String)>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), UpstreamError> {
     let (mut sock, head, mut body) = request(url, auth.as_ref(), timeout)?;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 8192];
@@ -422,7 +426,9 @@ pub fn spawn_mirror(
             let mut last: Option<Vec<String>> = None;
             loop {
                 let auth = match (&mirror.user, &mirror.password) {
-                    (Some(u), Some(crate::config::Secret::Plain(p))) => Some((u.clone(), p.clone())),
+                    (Some(u), Some(crate::config::Secret::Plain(p))) => {
+                        Some((u.clone(), p.clone()))
+                    }
                     _ => shared
                         .credentials()
                         .users_with(crate::config::Role::Relay, "")
@@ -448,7 +454,10 @@ pub fn spawn_mirror(
                         }
                     }
                     Ok((status, _)) => {
-                        log::warn!("mirror {}: the stream list answered {status}", mirror.origin)
+                        log::warn!(
+                            "mirror {}: the stream list answered {status}",
+                            mirror.origin
+                        )
                     }
                     Err(e) => log::warn!("mirror {}: the stream list: {e}", mirror.origin),
                 }

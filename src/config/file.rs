@@ -124,7 +124,18 @@ use super::validate::{validate, Mode};
 use super::Config;
 
 /// Paths ringcast answers itself (status, metrics); a stream cannot use them.
-pub const RESERVED_PATHS: &[&str] = &["/status", "/status/clients", "/metrics", "/status.html"];
+pub const RESERVED_PATHS: &[&str] = &[
+    "/status",
+    "/status/clients",
+    "/metrics",
+    "/status.html",
+    "/health",
+    "/status-json.xsl",
+    "/admin/metadata",
+    "/admin/metadata.xsl",
+    "/admin/streamlist.txt",
+    "/admin.cgi",
+];
 
 /// The problems found in a configuration file and the environment applied
 /// over it.
