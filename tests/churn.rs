@@ -16,21 +16,11 @@ use common::*;
 
 /// The server's resident set size, from /proc.
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
+    proc_status(pid, "VmRSS")
+        .split_whitespace()
+        .next()
         .and_then(|v| v.parse().ok())
         .expect("VmRSS")
-}
-
-/// `GET /status` as JSON.
-fn status(addr: SocketAddr) -> serde_json::Value {
-    let mut c = Client::request(addr, "GET /status HTTP/1.0\r\n\r\n");
-    assert!(c.status_line().contains("200"), "{}", c.head);
-    let body = c.read_to_eof(WAIT);
-    serde_json::from_slice(&body).expect("status is JSON")
 }
 
 /// One short session: connect, ask for the stream, read the response head
@@ -118,18 +108,12 @@ fn churn(addr: SocketAddr, total: u64, threads: usize) -> u64 {
 fn one_hundred_fifty_thousand_short_sessions_leak_nothing_and_panic_nothing() {
     // A 64 kB/s stream of 1000-byte frames, two shards (the setup).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let mut args: Vec<String> = vec![
-        "-frame-bytes".into(),
-        "1000".into(),
-        "-cpu-max".into(),
-        cpus.to_string(),
-        "-log-level".into(),
-        "warn".into(),
-    ];
-    args.push("-exec".into());
-    args.extend(raw_gen_args(1000, 64, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let mut server = start(&refs);
+    let mut server = Ringcast::new()
+        .args(["-frame-bytes", "1000", "-cpu-max"])
+        .arg(cpus.to_string())
+        .log_level("warn")
+        .source_exec(raw_gen_args(1000, 64, 0, None, 0))
+        .start();
     let pid = server.pid();
 
     // Warm up (allocator arenas, the source, the shards' first buffers),
@@ -147,7 +131,7 @@ fn one_hundred_fifty_thousand_short_sessions_leak_nothing_and_panic_nothing() {
         after <= before + 8 * 1024,
         "RSS grew from {before} KB to {after} KB over 150,000 sessions"
     );
-    let st = status(server.addr);
+    let st = server.status_json();
     let accepted: u64 = st["shards"]
         .as_array()
         .unwrap()
@@ -214,21 +198,11 @@ fn listeners_whose_writes_block_thousands_of_times_stay_served() {
     // that: their bounded send queues fill again and again, so their sends
     // block (and resume on room) hundreds of times a second, and they skip
     // forward by whole frames now and then.
-    let mut args: Vec<String> = [
-        "-frame-bytes",
-        "1000",
-        "-source-buffer",
-        "32",
-        "-log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push("-exec".into());
-    args.extend(raw_gen_args(1000, 2000, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let mut server = start(&refs);
+    let mut server = Ringcast::new()
+        .args(["-frame-bytes", "1000", "-source-buffer", "32"])
+        .log_level("warn")
+        .source_exec(raw_gen_args(1000, 2000, 0, None, 0))
+        .start();
 
     const LISTENERS: usize = 8;
     let stop = Arc::new(AtomicBool::new(false));
@@ -266,7 +240,7 @@ fn listeners_whose_writes_block_thousands_of_times_stay_served() {
     let want = 2_000 * LISTENERS as u64;
     let addr = server.addr;
     let blocked = || {
-        status(addr)["streams"][0]["sends_would_block"]
+        status_json(addr)["streams"][0]["sends_would_block"]
             .as_u64()
             .unwrap()
     };
@@ -296,19 +270,11 @@ fn listeners_whose_writes_block_thousands_of_times_stay_served() {
 fn a_shard_that_panics_takes_the_process_down_with_an_error() {
     // Debug builds (what `cargo test` runs) honour the failpoint: shard 0
     // panics at its 3rd accepted connection.
-    let mut server = start_with_env(
-        &[
-            "-cpu-max",
-            "1",
-            "-frame-bytes",
-            "100",
-            "-exec",
-            "sh",
-            "-c",
-            "cat /dev/zero",
-        ],
-        &[("RINGCAST_FAILPOINT", "shard-panic-after-accepts=3")],
-    );
+    let mut server = Ringcast::new()
+        .args(["-cpu-max", "1", "-frame-bytes", "100"])
+        .env("RINGCAST_FAILPOINT", "shard-panic-after-accepts=3")
+        .source_exec(["sh", "-c", "cat /dev/zero"])
+        .start();
     for _ in 0..2 {
         let mut c = server.get();
         assert!(c.status_line().contains("200"));
