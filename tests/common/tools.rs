@@ -89,17 +89,9 @@ pub fn require_python_module(module: &str) -> Option<PathBuf> {
     let found = ["python3", "/usr/bin/python3"]
         .into_iter()
         .filter(|p| have(p))
-        .find(|p| {
-            let _spawning = SPAWN.read().unwrap_or_else(|e| e.into_inner());
-            Command::new(p)
-                .args(["-c", &format!("import {module}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-    require_that(found.is_some(), &format!("the Python module {module}"))
-        .then(|| PathBuf::from(found.unwrap()))
+        .find(|p| try_run(Command::new(p).args(["-c", &format!("import {module}")])).is_some());
+    require_that(found.is_some(), &format!("the Python module {module}"));
+    found.map(PathBuf::from)
 }
 
 /// Run a command to completion (stdin from /dev/null); panic with its output
