@@ -2,6 +2,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use super::streams::check_raw_frame;
@@ -178,4 +179,54 @@ impl Client {
         let f = self.read_body(size, timeout);
         check_raw_frame(&f).unwrap_or_else(|e| panic!("bad frame: {e}"))
     }
+}
+
+/// A listener with a small receive buffer (`rcvbuf` bytes, set before it
+/// connects, so the window is small from the start): connects to `addr`,
+/// asks for `/` with HTTP/1.0 and returns the socket after checking that
+/// the response head is a 200. Reads time out after [`WAIT`].
+pub fn small_window_listener(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // sockaddr is built for AF_INET and passed with its size.
+    let fd = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &rcvbuf as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        fd
+    };
+    // SAFETY: `fd` is a connected socket nobody else owns.
+    let mut s = unsafe { TcpStream::from_raw_fd(fd) };
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).expect("response head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.0 200"), "{head:?}");
+    s
 }

@@ -25,7 +25,7 @@ pub mod tools;
 
 use std::time::{Duration, Instant};
 
-pub use client::Client;
+pub use client::{small_window_listener, Client};
 pub use ringcast::{binary, status_json, ClientEnd, Logs, Ringcast, Server};
 pub use streams::*;
 pub use tempdir::TempDir;
