@@ -13,15 +13,11 @@ use common::*;
 const F: usize = 1000;
 
 fn slow_server(extra: &[&str]) -> Server {
-    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(
-        ["-frame-bytes", "1000", "-flush-interval", "0", "-exec"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
-    args.extend(raw_gen_args(F, 4, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    start(&refs)
+    Ringcast::new()
+        .args(extra)
+        .args(["-frame-bytes", "1000", "-flush-interval", "0"])
+        .source_exec(raw_gen_args(F, 4, 0, None, 0))
+        .start()
 }
 
 /// Start the stream with a first listener and let `n` frames go by.

@@ -16,21 +16,11 @@ use common::*;
 
 /// The server's resident set size, from /proc.
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
+    proc_status(pid, "VmRSS")
+        .split_whitespace()
+        .next()
         .and_then(|v| v.parse().ok())
         .expect("VmRSS")
-}
-
-/// `GET /status` as JSON.
-fn status(addr: SocketAddr) -> serde_json::Value {
-    let mut c = Client::request(addr, "GET /status HTTP/1.0\r\n\r\n");
-    assert!(c.status_line().contains("200"), "{}", c.head);
-    let body = c.read_to_eof(WAIT);
-    serde_json::from_slice(&body).expect("status is JSON")
 }
 
 /// One short session: connect, ask for the stream, read the response head
@@ -118,18 +108,12 @@ fn churn(addr: SocketAddr, total: u64, threads: usize) -> u64 {
 fn one_hundred_fifty_thousand_short_sessions_leak_nothing_and_panic_nothing() {
     // A 64 kB/s stream of 1000-byte frames, two shards (the setup).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let mut args: Vec<String> = vec![
-        "-frame-bytes".into(),
-        "1000".into(),
-        "-cpu-max".into(),
-        cpus.to_string(),
-        "-log-level".into(),
-        "warn".into(),
-    ];
-    args.push("-exec".into());
-    args.extend(raw_gen_args(1000, 64, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let mut server = start(&refs);
+    let mut server = Ringcast::new()
+        .args(["-frame-bytes", "1000", "-cpu-max"])
+        .arg(cpus.to_string())
+        .log_level("warn")
+        .source_exec(raw_gen_args(1000, 64, 0, None, 0))
+        .start();
     let pid = server.pid();
 
     // Warm up (allocator arenas, the source, the shards' first buffers),
@@ -147,7 +131,7 @@ fn one_hundred_fifty_thousand_short_sessions_leak_nothing_and_panic_nothing() {
         after <= before + 8 * 1024,
         "RSS grew from {before} KB to {after} KB over 150,000 sessions"
     );
-    let st = status(server.addr);
+    let st = server.status_json();
     let accepted: u64 = st["shards"]
         .as_array()
         .unwrap()
@@ -164,49 +148,6 @@ fn one_hundred_fifty_thousand_short_sessions_leak_nothing_and_panic_nothing() {
     eprintln!("RSS {before} KB before, {after} KB after 150,000 sessions");
 }
 
-/// Connect with a small receive buffer (set before the connection, so the
-/// window is small from the start) and ask for the stream.
-fn small_window_listener(addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: plain socket calls on a descriptor this function owns; the
-    // sockaddr is built for AF_INET and passed with its size.
-    let fd = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let size: libc::c_int = 4096;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        fd
-    };
-    // SAFETY: `fd` is a connected socket nobody else owns.
-    let mut s = unsafe { TcpStream::from_raw_fd(fd) };
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    s
-}
-
 #[test]
 fn listeners_whose_writes_block_thousands_of_times_stay_served() {
     // A 2 MB/s stream (2000 frames of 1000 bytes a second, a 16 ms ring) and
@@ -214,38 +155,21 @@ fn listeners_whose_writes_block_thousands_of_times_stay_served() {
     // that: their bounded send queues fill again and again, so their sends
     // block (and resume on room) hundreds of times a second, and they skip
     // forward by whole frames now and then.
-    let mut args: Vec<String> = [
-        "-frame-bytes",
-        "1000",
-        "-source-buffer",
-        "32",
-        "-log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push("-exec".into());
-    args.extend(raw_gen_args(1000, 2000, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let mut server = start(&refs);
+    let mut server = Ringcast::new()
+        .args(["-frame-bytes", "1000", "-source-buffer", "32"])
+        .log_level("warn")
+        .source_exec(raw_gen_args(1000, 2000, 0, None, 0))
+        .start();
 
     const LISTENERS: usize = 8;
     let stop = Arc::new(AtomicBool::new(false));
     let frames_ok = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..LISTENERS)
         .map(|_| {
-            let mut s = small_window_listener(server.addr);
+            // After a 200 head, whole frames.
+            let mut s = small_window_listener(server.addr, 4096);
             let (stop, frames_ok) = (stop.clone(), frames_ok.clone());
             std::thread::spawn(move || {
-                // The head, then whole frames.
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    s.read_exact(&mut b).expect("response head");
-                    head.push(b[0]);
-                }
-                assert!(head.starts_with(b"HTTP/1.0 200"), "{head:?}");
                 let mut frame = vec![0u8; 1000];
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -266,7 +190,7 @@ fn listeners_whose_writes_block_thousands_of_times_stay_served() {
     let want = 2_000 * LISTENERS as u64;
     let addr = server.addr;
     let blocked = || {
-        status(addr)["streams"][0]["sends_would_block"]
+        status_json(addr)["streams"][0]["sends_would_block"]
             .as_u64()
             .unwrap()
     };
@@ -296,19 +220,11 @@ fn listeners_whose_writes_block_thousands_of_times_stay_served() {
 fn a_shard_that_panics_takes_the_process_down_with_an_error() {
     // Debug builds (what `cargo test` runs) honour the failpoint: shard 0
     // panics at its 3rd accepted connection.
-    let mut server = start_with_env(
-        &[
-            "-cpu-max",
-            "1",
-            "-frame-bytes",
-            "100",
-            "-exec",
-            "sh",
-            "-c",
-            "cat /dev/zero",
-        ],
-        &[("RINGCAST_FAILPOINT", "shard-panic-after-accepts=3")],
-    );
+    let mut server = Ringcast::new()
+        .args(["-cpu-max", "1", "-frame-bytes", "100"])
+        .env("RINGCAST_FAILPOINT", "shard-panic-after-accepts=3")
+        .source_exec(["sh", "-c", "cat /dev/zero"])
+        .start();
     for _ in 0..2 {
         let mut c = server.get();
         assert!(c.status_line().contains("200"));

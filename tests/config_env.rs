@@ -6,16 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use common::{Client, WAIT};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_ringcast");
+use common::{Client, Ringcast, WAIT};
 
 /// A command writing 8-byte frames of `letter` every 20 ms, as words.
 fn letters(letter: char) -> [String; 3] {
@@ -50,117 +41,18 @@ fn frames_of(c: &mut Client, letter: u8, n: usize) {
     );
 }
 
-/// A file in a fresh temporary directory.
-fn temp_file(tag: &str, text: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("ringcast-config-env-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("ringcast.toml");
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
-/// Run the binary to its exit (it must exit at once) with these variables.
-fn output(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(BINARY)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ringcast")
-}
-
-/// `ringcast -config FILE` with variables (`common::start` adds flags that
-/// cannot go beside `-config`); killed on drop.
-struct FileServer {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl FileServer {
-    fn start(file: &PathBuf, env: &[(&str, &str)]) -> FileServer {
-        let mut child = Command::new(BINARY)
-            .arg("-config")
-            .arg(file)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringcast");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut server = FileServer {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            logs,
-        };
-        let line = server.wait_log(|l| l.contains("Listening at "));
-        server.addr = line
-            .rsplit("Listening at ")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        server
-    }
-
-    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self.logs.lock().unwrap().iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "log line not seen; log:\n{}",
-                self.logs.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn get(&self, path: &str) -> Client {
-        Client::request(
-            self.addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
-        )
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_environment_configures_a_server_and_flags_beat_it() {
-    // common::start gives -address 127.0.0.1:0 -log-level info: those flags
+    // Ringcast gives -address 127.0.0.1:0 -log-level info: those flags
     // win over the variables (port 1, level error would hide the
     // `Listening at` line).
-    let exec = letters_var('E');
-    let server = common::start_with_env(
-        &[],
-        &[
-            ("RINGCAST_EXEC", &exec),
-            ("RINGCAST_FRAME_BYTES", "8"),
-            ("RINGCAST_CONTENT_TYPE", "audio/x-env"),
-            ("RINGCAST_ADDRESS", "127.0.0.1:1"),
-            ("RINGCAST_LOG_LEVEL", "error"),
-        ],
-    );
+    let server = Ringcast::new()
+        .env("RINGCAST_EXEC", letters_var('E'))
+        .env("RINGCAST_FRAME_BYTES", "8")
+        .env("RINGCAST_CONTENT_TYPE", "audio/x-env")
+        .env("RINGCAST_ADDRESS", "127.0.0.1:1")
+        .env("RINGCAST_LOG_LEVEL", "error")
+        .start();
     assert_ne!(server.addr.port(), 1, "the -address flag must win");
     let mut c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "{}", c.head);
@@ -172,22 +64,16 @@ fn the_environment_configures_a_server_and_flags_beat_it() {
 fn the_environment_beats_the_file() {
     // The file's address is not bindable (or not free): the variable's is
     // used. A per-stream variable applies to the stream of a one-stream file.
-    let file = temp_file(
-        "beats",
-        &format!(
+    let server = Ringcast::new()
+        .config_toml(format!(
             "listen = \"127.0.0.1:1\"\n[[stream]]\nmount = \"/a\"\nexec = {}\nframe_bytes = 4\n",
             letters_toml('A')
-        ),
-    );
-    let server = FileServer::start(
-        &file,
-        &[
-            ("RINGCAST_ADDRESS", "127.0.0.1:0"),
-            ("RINGCAST_FRAME_BYTES", "8"),
-        ],
-    );
+        ))
+        .env("RINGCAST_ADDRESS", "127.0.0.1:0")
+        .env("RINGCAST_FRAME_BYTES", "8")
+        .start();
     assert_ne!(server.addr.port(), 1);
-    let mut c = server.get("/a");
+    let mut c = server.get_path("/a");
     assert!(c.status_line().contains("200"), "{}", c.head);
     // Frames of the variable's 8 bytes, not the file's 4.
     frames_of(&mut c, b'A', 5);
@@ -195,28 +81,23 @@ fn the_environment_beats_the_file() {
 
 #[test]
 fn a_per_stream_variable_with_a_file_of_two_streams_is_an_error() {
-    let file = temp_file(
-        "two",
-        "[[stream]]\nmount = \"/a\"\ndemo = true\n[[stream]]\nmount = \"/b\"\ndemo = true\n",
-    );
-    let f = file.to_str().unwrap();
-    let out = output(&["-config", f], &[("RINGCAST_FRAME_BYTES", "8")]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let two = "[[stream]]\nmount = \"/a\"\ndemo = true\n[[stream]]\nmount = \"/b\"\ndemo = true\n";
+    let (status, _, err) = Ringcast::new()
+        .config_toml(two)
+        .env("RINGCAST_FRAME_BYTES", "8")
+        .run_to_exit(WAIT);
+    assert_eq!(status.code(), Some(1));
     assert!(
         err.contains("RINGCAST_FRAME_BYTES: sets a per-stream setting, but the file has 2 streams"),
         "{err}"
     );
     // A server-wide one is fine there.
-    let out = output(
-        &["-config", f, "-check-config"],
-        &[("RINGCAST_MAX_CLIENTS", "8")],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, _, err) = Ringcast::new()
+        .config_toml(two)
+        .arg("-check-config")
+        .env("RINGCAST_MAX_CLIENTS", "8")
+        .run_to_exit(WAIT);
+    assert!(status.success(), "{err}");
 }
 
 #[test]
@@ -240,32 +121,37 @@ fn a_bad_variable_is_an_error_naming_it() {
         ("RINGCAST_EXEC", "sh -c 'x", "RINGCAST_EXEC: invalid value"),
     ];
     for (name, value, message) in cases {
-        let out = output(&["-check-config", "-path", "/dev/null"], &[(name, value)]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name}={value}: {err}");
+        let (status, _, err) = Ringcast::new()
+            .args(["-check-config", "-path", "/dev/null"])
+            .env(name, value)
+            .run_to_exit(WAIT);
+        assert_eq!(status.code(), Some(1), "{name}={value}: {err}");
         assert!(err.contains(message), "{name}={value}: {err}");
     }
     // RINGCAST_CHECK_CONFIG is -check-config.
-    let out = output(
-        &["-path", "/dev/null"],
-        &[("RINGCAST_CHECK_CONFIG", "true")],
-    );
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+    let (status, out, _) = Ringcast::new()
+        .args(["-path", "/dev/null"])
+        .env("RINGCAST_CHECK_CONFIG", "true")
+        .run_to_exit(WAIT);
+    assert!(status.success());
+    assert!(out.contains("configuration OK"));
 }
 
 #[test]
 fn an_mp3_stream_without_content_type_is_audio_mpeg() {
     // Was application/octet-stream on the command line (audio/mpeg in the
     // file) before issue 10.
-    let server = common::start(&["-frame-filter", "mp3", "-exec", "sleep", "60"]);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "mp3"])
+        .source_exec(["sleep", "60"])
+        .start();
     let c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "{}", c.head);
     assert_eq!(c.header("Content-Type").as_deref(), Some("audio/mpeg"));
-    let server = common::start_with_env(
-        &["-exec", "sleep", "60"],
-        &[("RINGCAST_FRAME_FILTER", "aac")],
-    );
+    let server = Ringcast::new()
+        .env("RINGCAST_FRAME_FILTER", "aac")
+        .source_exec(["sleep", "60"])
+        .start();
     assert_eq!(
         server.get().header("Content-Type").as_deref(),
         Some("audio/aac")
@@ -281,24 +167,23 @@ fn sighup_re_reads_the_file_and_re_applies_the_environment() {
             letters_toml(letter)
         )
     };
-    let file = temp_file("hup", &toml('A', "audio/x-one"));
-    let exec = letters_var('E');
-    let server = FileServer::start(&file, &[("RINGCAST_EXEC", &exec)]);
-    let mut c = server.get("/a");
+    let server = Ringcast::new()
+        .config_toml(toml('A', "audio/x-one"))
+        .env("RINGCAST_EXEC", letters_var('E'))
+        .start();
+    let mut c = server.get_path("/a");
     assert_eq!(c.header("Content-Type").as_deref(), Some("audio/x-one"));
     frames_of(&mut c, b'E', 3);
 
     // The file changes its command and its content type; the variable still
     // gives the command.
-    std::fs::write(&file, toml('B', "audio/x-two")).unwrap();
-    let ok = Command::new("kill")
-        .args(["-HUP", &server.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    server.wait_log(|l| l.contains("reloaded") && l.contains("1 reconfigured"));
-    let mut c = server.get("/a");
+    server.reload(&toml('B', "audio/x-two"));
+    server.wait_log(
+        "`reloaded ... 1 reconfigured`",
+        |l| l.contains("reloaded") && l.contains("1 reconfigured"),
+        WAIT,
+    );
+    let mut c = server.get_path("/a");
     assert_eq!(c.header("Content-Type").as_deref(), Some("audio/x-two"));
     frames_of(&mut c, b'E', 3);
 }

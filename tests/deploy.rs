@@ -23,23 +23,27 @@
 //! Everything but the unit check needs root (setcap, useradd, sysctl, port
 //! 80). Not root, a test prints `skipped: needs root` and passes — except
 //! under CI (`CI` set), where it fails, because CI runs as root and these
-//! tests must really run there.
+//! tests must really run there (`common::require`).
 //!
 //! Traffic goes to 127.0.0.1 only; every loop is bounded in count and time.
 
+mod common;
+
 use std::fs;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The binary cargo built for this test run.
-const RINGCAST: &str = env!("CARGO_BIN_EXE_ringcast");
+use common::{
+    proc_status, require, require_all, require_root, require_that, run, system_user, try_run,
+    Ringcast, Server, TempDir,
+};
+
 /// Every test stream is `yes` printing a 99-letter line: with raw frames of
 /// 100 bytes, each frame is one line, so a body is easy to check for whole
 /// frames and tells which server sent it.
@@ -53,10 +57,6 @@ const TEST_USER: &str = "ringcast-test";
 static PORT_80: Mutex<()> = Mutex::new(());
 /// Tests that change net.ipv4.tcp_migrate_req take turns.
 static MIGRATE_SYSCTL: Mutex<()> = Mutex::new(());
-/// Spawning takes this shared, writing an executable takes it exclusive: a
-/// child forked while a binary is being written inherits the open file until
-/// it execs, and exec of that binary then fails with ETXTBSY.
-static SPAWN: RwLock<()> = RwLock::new(());
 
 fn lock(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -65,140 +65,17 @@ fn lock(m: &'static Mutex<()>) -> MutexGuard<'static, ()> {
 // ---------------------------------------------------------------- helpers --
 
 /// The numbers of a /proc/PID/status line such as `Uid:` (real, effective,
-/// saved, filesystem) or `Groups:`; `pid` may be "self".
-fn status_ids(pid: &str, field: &str) -> Vec<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .filter_map(|v| v.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// saved, filesystem) or `Groups:`.
+fn status_ids(pid: impl std::fmt::Display, field: &str) -> Vec<u32> {
+    proc_status(pid, field)
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }
 
-/// The text of a /proc/PID/status line such as `CapEff:`.
-fn status_field(pid: u32, field: &str) -> String {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .map(|l| l[field.len() + 1..].trim().to_string())
-        .unwrap_or_default()
-}
-
-/// True when the test must be skipped for want of root (and says so). Under
-/// CI a missing root is a failure: these tests must run there.
-fn skip_unless_root(test: &str) -> bool {
-    let euid = status_ids("self", "Uid").get(1).copied();
-    if euid == Some(0) {
-        return false;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root, and CI runs as root: this test must not be skipped there");
-    }
-    println!("{test}: skipped: needs root (setcap, useradd, sysctl, port 80)");
-    true
-}
-
-/// Run a command to completion; panic with its output when it fails.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = {
-        let _spawning = SPAWN.read().unwrap_or_else(|p| p.into_inner());
-        Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed? see .ci/run)"))
-    };
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Run a command to completion; its stdout when it succeeds.
-fn try_run(program: &str, args: &[&str]) -> Option<String> {
-    let _spawning = SPAWN.read().unwrap_or_else(|p| p.into_inner());
-    let out = Command::new(program)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The unprivileged test user's (uid, gid), created on first use.
-fn test_user() -> (u32, u32) {
-    static USER: OnceLock<(u32, u32)> = OnceLock::new();
-    *USER.get_or_init(|| {
-        let exists = {
-            let _spawning = SPAWN.read().unwrap_or_else(|p| p.into_inner());
-            Command::new("id")
-                .args(["-u", TEST_USER])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !exists {
-            run(
-                "useradd",
-                &[
-                    "--system",
-                    "--no-create-home",
-                    "--user-group",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    TEST_USER,
-                ],
-            );
-            println!("created system user {TEST_USER}");
-        }
-        let uid = run("id", &["-u", TEST_USER]).trim().parse().expect("uid");
-        let gid = run("id", &["-g", TEST_USER]).trim().parse().expect("gid");
-        assert_ne!(uid, 0, "{TEST_USER} must not be root");
-        (uid, gid)
-    })
-}
-
-/// A directory under /tmp, readable by every user, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("ringcast-deploy-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create temp dir");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
-        TempDir(path)
-    }
-
-    /// Copy the ringcast binary here (mode 0755) and return its path.
-    fn copy_binary(&self, name: &str) -> PathBuf {
-        let dest = self.0.join(name);
-        let _no_fork = SPAWN.write().unwrap_or_else(|p| p.into_inner());
-        fs::copy(RINGCAST, &dest).expect("copy the ringcast binary");
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).expect("chmod binary");
-        dest
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// Run `program args...`; its stdout (panics when it fails).
+fn run_tool(program: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&run(Command::new(program).args(args)).stdout).into_owned()
 }
 
 /// Fail clearly when something else holds 127.0.0.1:80.
@@ -223,142 +100,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The stream flags every test server uses: 100-byte frames of `letter` lines.
-fn stream_args(letter: char) -> Vec<String> {
+/// A ringcast serving the test stream: 100-byte frames of `letter` lines.
+fn stream(letter: char) -> Ringcast {
     let line: String = std::iter::repeat_n(letter, FRAME - 1).collect();
-    [
-        "-frame-bytes",
-        &FRAME.to_string(),
-        "-source-bandwidth",
-        SOURCE_BYTES_PER_SEC,
-        "-exec",
-        "--",
-        "yes",
-        &line,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-/// A running ringcast whose stderr is collected line by line.
-struct Server {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Start `program args...`; `program` is ringcast itself or a wrapper
-    /// (setpriv) that execs it, so the child's pid is ringcast's.
-    fn start(program: &Path, args: &[String]) -> Server {
-        let spawning = SPAWN.read().unwrap_or_else(|p| p.into_inner());
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        drop(spawning);
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        Server { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    /// Wait for a log line containing `needle`; panic with the log if it does
-    /// not come within `timeout` or the process exits first.
-    fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self
-                .log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return l.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                thread::sleep(Duration::from_millis(50)); // let the log reader finish
-                panic!(
-                    "ringcast exited ({status}) before logging {needle:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no log line {needle:?} within {timeout:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Wait until the process has started listening; return the address.
-    fn wait_listening(&mut self) -> SocketAddr {
-        let line = self.wait_for_line("Listening at ", Duration::from_secs(10));
-        let addr = line.rsplit(' ').next().unwrap_or_default();
-        addr.parse()
-            .unwrap_or_else(|_| panic!("cannot parse the address in {line:?}"))
-    }
-
-    fn terminate(&self) {
-        run("kill", &["-TERM", &self.pid().to_string()]);
-    }
-
-    /// Wait for the process to exit, at most `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGTERM, then expect exit status 0 within 5 s.
-    fn stop_cleanly(&mut self) {
-        self.terminate();
-        let status = self.wait_exit(Duration::from_secs(5));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "ringcast did not exit 0 within 5 s of SIGTERM ({status:?}); log:\n{}",
-            self.log_text()
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    Ringcast::new()
+        .arg("-frame-bytes")
+        .arg(FRAME.to_string())
+        .args(["-source-bandwidth", SOURCE_BYTES_PER_SEC])
+        .source_exec(["yes", line.as_str()])
 }
 
 /// Check that `body` is whole `letter` frames; return how many.
@@ -451,7 +200,7 @@ fn assert_serves(addr: SocketAddr, letter: u8, server: &Server) {
     let (head, body) = fetch_frames(addr, 5, Duration::from_secs(5)).unwrap_or_else(|e| {
         panic!(
             "fetching from {addr} failed: {e}; log:\n{}",
-            server.log_text()
+            server.logs.dump()
         )
     });
     assert!(
@@ -467,25 +216,18 @@ fn assert_serves(addr: SocketAddr, letter: u8, server: &Server) {
 /// port 80, and without it the same user cannot.
 #[test]
 fn setcap_lets_an_unprivileged_user_serve_port_80() {
-    if skip_unless_root("setcap_lets_an_unprivileged_user_serve_port_80") {
+    if !require_root() || !require_all(&["setcap", "getcap", "setpriv", "useradd"]) {
         return;
     }
     let _port = lock(&PORT_80);
     require_port_80_free();
-    let (uid, gid) = test_user();
+    let (uid, _gid) = system_user(TEST_USER);
     let dir = TempDir::new("setcap");
     let as_user = |binary: &Path| {
-        let mut args = vec![
-            format!("--reuid={uid}"),
-            format!("--regid={gid}"),
-            "--init-groups".to_string(),
-            "--".to_string(),
-            binary.display().to_string(),
-            "-address".to_string(),
-            "127.0.0.1:80".to_string(),
-        ];
-        args.extend(stream_args('X'));
-        args
+        stream('X')
+            .binary(binary)
+            .as_user(TEST_USER)
+            .args(["-address", "127.0.0.1:80"])
     };
 
     // Control: without the capability the user cannot bind port 80 (unless
@@ -497,15 +239,11 @@ fn setcap_lets_an_unprivileged_user_serve_port_80() {
             .unwrap_or(1024);
     if unprivileged_start > 80 {
         let plain = dir.copy_binary("ringcast-plain");
-        let mut server = Server::start(Path::new("setpriv"), &as_user(&plain));
-        let status = server.wait_exit(Duration::from_secs(10));
+        let (status, _, log) = as_user(&plain).run_to_exit(Duration::from_secs(10));
         assert!(
-            status.is_some_and(|s| !s.success()),
-            "without the capability ringcast should fail to bind port 80 ({status:?}); log:\n{}",
-            server.log_text()
+            !status.success(),
+            "without the capability ringcast should fail to bind port 80 ({status:?}); log:\n{log}"
         );
-        thread::sleep(Duration::from_millis(50));
-        let log = server.log_text();
         assert!(
             log.contains("cannot listen on 127.0.0.1:80"),
             "expected a clear bind error; log:\n{log}"
@@ -515,24 +253,24 @@ fn setcap_lets_an_unprivileged_user_serve_port_80() {
     }
 
     let binary = dir.copy_binary("ringcast");
-    run(
+    run_tool(
         "setcap",
         &["cap_net_bind_service=+ep", &binary.display().to_string()],
     );
-    let caps = run("getcap", &[&binary.display().to_string()]);
+    let caps = run_tool("getcap", &[&binary.display().to_string()]);
     assert!(
         caps.contains("cap_net_bind_service"),
         "getcap shows {caps:?}"
     );
 
-    let mut server = Server::start(Path::new("setpriv"), &as_user(&binary));
-    let addr = server.wait_listening();
+    let mut server = as_user(&binary).start();
+    let addr = server.addr;
     assert_eq!(addr.port(), 80);
-    let ids = status_ids(&server.pid().to_string(), "Uid");
+    let ids = status_ids(server.pid(), "Uid");
     assert_eq!(ids, vec![uid; 4], "ringcast should run as uid {uid}");
     assert_serves(addr, b'X', &server);
     server.stop_cleanly();
-    let log = server.log_text();
+    let log = server.logs.dump();
     assert!(
         !log.contains("running as root"),
         "no root warning expected for an unprivileged user; log:\n{log}"
@@ -544,20 +282,22 @@ fn setcap_lets_an_unprivileged_user_serve_port_80() {
 /// the source command runs as the user too.
 #[test]
 fn uid_flag_drops_root_after_binding_port_80() {
-    if skip_unless_root("uid_flag_drops_root_after_binding_port_80") {
+    if !require_root() || !require("useradd") {
         return;
     }
     let _port = lock(&PORT_80);
     require_port_80_free();
-    let (uid, gid) = test_user();
-    let mut args: Vec<String> = ["-address", "127.0.0.1:80", "-uid", &uid.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(stream_args('U'));
-    let mut server = Server::start(Path::new(RINGCAST), &args);
-    let addr = server.wait_listening();
-    server.wait_for_line("running as uid=", Duration::from_secs(5));
+    let (uid, gid) = system_user(TEST_USER);
+    let mut server = stream('U')
+        .args(["-address", "127.0.0.1:80", "-uid"])
+        .arg(uid.to_string())
+        .start();
+    let addr = server.addr;
+    server.wait_log(
+        "`running as uid=`",
+        |l| l.contains("running as uid="),
+        Duration::from_secs(5),
+    );
     let pid = server.pid().to_string();
     assert_eq!(
         status_ids(&pid, "Uid"),
@@ -575,7 +315,7 @@ fn uid_flag_drops_root_after_binding_port_80() {
         "supplementary groups"
     );
     assert_eq!(
-        status_field(server.pid(), "CapEff"),
+        proc_status(server.pid(), "CapEff"),
         "0000000000000000",
         "no capability left"
     );
@@ -599,7 +339,7 @@ fn uid_flag_drops_root_after_binding_port_80() {
         );
     }
     server.stop_cleanly();
-    let log = server.log_text();
+    let log = server.logs.dump();
     assert!(
         !log.contains("running as root"),
         "no root warning with -uid; log:\n{log}"
@@ -610,14 +350,15 @@ fn uid_flag_drops_root_after_binding_port_80() {
 /// Issue 5: running as root without -uid logs a warning that says what to do.
 #[test]
 fn running_as_root_without_uid_warns() {
-    if skip_unless_root("running_as_root_without_uid_warns") {
+    if !require_root() {
         return;
     }
-    let mut args: Vec<String> = vec!["-address".into(), "127.0.0.1:0".into()];
-    args.extend(stream_args('R'));
-    let mut server = Server::start(Path::new(RINGCAST), &args);
-    server.wait_listening();
-    let line = server.wait_for_line("running as root", Duration::from_secs(1));
+    let mut server = stream('R').args(["-address", "127.0.0.1:0"]).start();
+    let line = server.wait_log(
+        "`running as root`",
+        |l| l.contains("running as root"),
+        Duration::from_secs(1),
+    );
     assert!(
         line.contains("WARN"),
         "the root warning is a warning: {line:?}"
@@ -636,9 +377,12 @@ struct Sysctl {
 }
 
 impl Sysctl {
-    /// Set `path` to `value`; `None` when this kernel has no such sysctl.
-    fn set(path: &'static str, value: &str) -> Option<Sysctl> {
-        let old = fs::read_to_string(path).ok()?.trim().to_string();
+    /// Set `path` to `value` (panics when this kernel has no such sysctl).
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+            .trim()
+            .to_string();
         if old != value {
             fs::write(path, value).unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
             println!(
@@ -646,7 +390,7 @@ impl Sysctl {
                 sysctl_name(path)
             );
         }
-        Some(Sysctl { path, old })
+        Sysctl { path, old }
     }
 }
 
@@ -661,6 +405,14 @@ fn sysctl_name(path: &str) -> String {
 }
 
 const TCP_MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// The kernel has net.ipv4.tcp_migrate_req (Linux >= 5.14).
+fn require_migrate_req() -> bool {
+    require_that(
+        Path::new(TCP_MIGRATE_REQ).exists(),
+        "net.ipv4.tcp_migrate_req (Linux >= 5.14)",
+    )
+}
 /// How long one attempt may take to get a head and a whole frame. Generous:
 /// a busy machine may stall a server for seconds, and a slow answer is not a
 /// refused connection.
@@ -796,22 +548,18 @@ const STEADY: Load = Load {
 fn handover(load: Load) -> Handover {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
-    let server_args = |letter| {
-        let mut args = vec!["-address".to_string(), address.clone()];
-        args.extend(stream_args(letter));
-        args
-    };
-    let mut a = Server::start(Path::new(RINGCAST), &server_args('A'));
-    let addr = a.wait_listening();
+    let server = |letter| stream(letter).args(["-address", address.as_str()]).start();
+    let mut a = server('A');
+    let addr = a.addr;
     let long = LongClient::connect(addr);
     assert!(
         long.wait_frames(5, Duration::from_secs(5)),
         "A's client got no frames; log:\n{}",
-        a.log_text()
+        a.logs.dump()
     );
 
-    let mut b = Server::start(Path::new(RINGCAST), &server_args('B'));
-    assert_eq!(b.wait_listening(), addr, "B listens on A's port");
+    let mut b = server('B');
+    assert_eq!(b.addr, addr, "B listens on A's port");
 
     let budget = Instant::now() + ATTEMPTS_BUDGET;
     let attempters: Vec<_> = (0..load.threads)
@@ -827,7 +575,10 @@ fn handover(load: Load) -> Handover {
                     let mut result = attempt(addr);
                     if let Attempt::TimedOut(why) = &mut result {
                         // What the listen sockets hold now (Recv-Q: accept queue).
-                        let ss = try_run("ss", &["-ltnH", &format!("sport = :{}", addr.port())]);
+                        let ss = try_run(
+                            Command::new("ss")
+                                .args(["-ltnH", &format!("sport = :{}", addr.port())]),
+                        );
                         why.push_str(&format!("; listeners then:\n{}", ss.unwrap_or_default()));
                     }
                     out.push((started, result));
@@ -840,7 +591,7 @@ fn handover(load: Load) -> Handover {
         .collect();
     thread::sleep(load.stop_after);
     let term_at = Instant::now();
-    a.terminate();
+    a.signal("TERM");
     let a_exit = a.wait_exit(Duration::from_secs(5));
     let a_exited_at = Instant::now();
     let mut attempts = Vec::new();
@@ -862,8 +613,8 @@ fn handover(load: Load) -> Handover {
         a_exited_at,
         term_at,
         long_client,
-        a_log: a.log_text(),
-        b_log: b.log_text(),
+        a_log: a.logs.dump(),
+        b_log: b.logs.dump(),
     }
 }
 
@@ -889,14 +640,11 @@ fn tally(attempts: &[(Instant, Attempt)]) -> String {
 /// one exits 0, and later attempts are served by the new one.
 #[test]
 fn handover_refuses_no_connection() {
-    if skip_unless_root("handover_refuses_no_connection") {
+    if !require_root() || !require_migrate_req() {
         return;
     }
     let _sysctl_lock = lock(&MIGRATE_SYSCTL);
-    let Some(_migrate) = Sysctl::set(TCP_MIGRATE_REQ, "1") else {
-        println!("handover_refuses_no_connection: skipped: this kernel has no net.ipv4.tcp_migrate_req (Linux >= 5.14)");
-        return;
-    };
+    let _migrate = Sysctl::set(TCP_MIGRATE_REQ, "1");
     let h = handover(STEADY);
     let logs = format!("A's log:\n{}\nB's log:\n{}", h.a_log, h.b_log);
     println!(
@@ -984,7 +732,7 @@ fn handover_refuses_no_connection() {
 #[test]
 #[ignore = "a measurement for deploy/README.md, not a check"]
 fn handover_storm_with_and_without_migrate_req() {
-    if skip_unless_root("handover_storm_with_and_without_migrate_req") {
+    if !require_root() || !require_migrate_req() {
         return;
     }
     let _sysctl_lock = lock(&MIGRATE_SYSCTL);
@@ -995,9 +743,7 @@ fn handover_storm_with_and_without_migrate_req() {
         stop_after: Duration::from_millis(150),
     };
     for value in ["0", "1"] {
-        let Some(_migrate) = Sysctl::set(TCP_MIGRATE_REQ, value) else {
-            return;
-        };
+        let _migrate = Sysctl::set(TCP_MIGRATE_REQ, value);
         let h = handover(storm);
         println!(
             "handover storm, tcp_migrate_req={value}: {}; slowest attempt {:.1} ms",

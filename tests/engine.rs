@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -13,12 +13,11 @@ use common::*;
 
 /// `-frame-bytes 1000 ARGS -exec RAW_GEN 1000 RATE`.
 fn raw_server(rate: u32, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = vec!["-frame-bytes".into(), "1000".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("-exec".into());
-    args.extend(raw_gen_args(1000, rate, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    start(&refs)
+    Ringcast::new()
+        .args(["-frame-bytes", "1000"])
+        .args(extra)
+        .source_exec(raw_gen_args(1000, rate, 0, None, 0))
+        .start()
 }
 
 #[test]
@@ -35,55 +34,6 @@ fn a_fast_listener_of_a_fast_stream_keeps_every_frame_at_default_settings() {
     drop(c);
     let end = server.wait_client_end(addr, WAIT);
     assert_eq!(end.skipped, 0, "{}", end.line);
-}
-
-/// Connect with a small receive buffer (set before connecting) and ask for
-/// the stream; returns the socket after the response head.
-fn small_window_listener(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: plain socket calls on a descriptor this function owns; the
-    // sockaddr is built for AF_INET and passed with its size.
-    let fd = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &rcvbuf as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        fd
-    };
-    // SAFETY: `fd` is a connected socket nobody else owns.
-    let mut s = unsafe { TcpStream::from_raw_fd(fd) };
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).expect("response head");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.0 200"));
-    s
 }
 
 fn clients(addr: SocketAddr) -> Vec<serde_json::Value> {

@@ -67,10 +67,10 @@ fn check(
 
 #[test]
 fn every_figure_in_status_has_its_metric() {
-    let mut args: Vec<String> = vec!["-frame-bytes".into(), "100".into(), "-exec".into()];
-    args.extend(raw_gen_args(100, 50, 20, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let server = start(&refs);
+    let server = Ringcast::new()
+        .args(["-frame-bytes", "100"])
+        .source_exec(raw_gen_args(100, 50, 20, None, 0))
+        .start();
     // A listener that reads the 20 frames, so the figures are not all zero.
     let mut c = server.get();
     assert_eq!(c.read_body(2000, WAIT).len(), 2000);

@@ -12,32 +12,27 @@ use common::*;
 
 /// `-frame-bytes F -exec python3 RAW_GEN F RATE 0` plus `extra` flags.
 fn raw_server(frame: usize, rate: u32, extra: &[&str]) -> Server {
-    let fb = frame.to_string();
-    let mut args: Vec<String> = vec!["-frame-bytes".into(), fb];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("-exec".into());
-    args.extend(raw_gen_args(frame, rate, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    start(&refs)
+    Ringcast::new()
+        .arg("-frame-bytes")
+        .arg(frame.to_string())
+        .args(extra)
+        .source_exec(raw_gen_args(frame, rate, 0, None, 0))
+        .start()
 }
 
 #[test]
 fn raw_frames_are_exact_and_aligned() {
     // Each frame is written in three uneven pieces: the framer must put them
     // back together.
-    let mut args: Vec<String> = [
-        "-frame-bytes",
-        "1000",
-        "-content-type",
-        "application/x-ringcast-test",
-        "-exec",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(raw_gen_args_split(1000, 100, 0, None, 0, true));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let server = start(&refs);
+    let server = Ringcast::new()
+        .args([
+            "-frame-bytes",
+            "1000",
+            "-content-type",
+            "application/x-ringcast-test",
+        ])
+        .source_exec(raw_gen_args_split(1000, 100, 0, None, 0, true))
+        .start();
     let mut c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "head: {}", c.head);
     assert_eq!(
@@ -304,21 +299,19 @@ fn mp3_frame(n: u64) -> Vec<u8> {
 
 #[test]
 fn mp3_framing_sends_only_whole_valid_frames_and_skips_garbage() {
-    let server = start(&[
-        "-frame-filter",
-        "mp3",
-        "-frame-bytes",
-        "2000",
-        "-content-type",
-        "audio/mpeg",
-        "-stat-log-interval",
-        "200ms",
-        "-exec",
-        "python3",
-        "-c",
-        MP3_GEN,
-        "100",
-    ]);
+    let server = Ringcast::new()
+        .args([
+            "-frame-filter",
+            "mp3",
+            "-frame-bytes",
+            "2000",
+            "-content-type",
+            "audio/mpeg",
+            "-stat-log-interval",
+            "200ms",
+        ])
+        .source_exec(["python3", "-c", MP3_GEN, "100"])
+        .start();
     let mut c = server.get();
     assert_eq!(c.header("Content-Type").as_deref(), Some("audio/mpeg"));
     let mut nums = Vec::new();
@@ -359,13 +352,10 @@ fn mp3_framing_sends_only_whole_valid_frames_and_skips_garbage() {
 fn header_bytes_reach_every_client_first() {
     const F: usize = 1000;
     const H: usize = 100;
-    let mut args: Vec<String> = ["-frame-bytes", "1000", "-header-bytes", "100", "-exec"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(raw_gen_args(F, 100, 0, None, H));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let server = start(&refs);
+    let server = Ringcast::new()
+        .args(["-frame-bytes", "1000", "-header-bytes", "100"])
+        .source_exec(raw_gen_args(F, 100, 0, None, H))
+        .start();
     let header = stream_header(H);
 
     let mut a = server.get();
@@ -407,17 +397,10 @@ fn header_bytes_reach_every_client_first() {
 fn mp3_frames_larger_than_frame_bytes_are_dropped_not_truncated() {
     // -frame-bytes 417: the unpadded (even) frames fit, the padded 418-byte
     // (odd) ones do not and must not be sent cut to 417 bytes.
-    let server = start(&[
-        "-frame-filter",
-        "mp3",
-        "-frame-bytes",
-        "417",
-        "-exec",
-        "python3",
-        "-c",
-        MP3_GEN,
-        "100",
-    ]);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "mp3", "-frame-bytes", "417"])
+        .source_exec(["python3", "-c", MP3_GEN, "100"])
+        .start();
     let mut c = server.get();
     let body = c.read_body(20 * 417, WAIT);
     let mut nums = Vec::new();

@@ -9,12 +9,11 @@ use common::*;
 
 /// A server whose source is a live raw stream of 100-byte frames.
 fn live_server(extra: &[&str]) -> Server {
-    let mut args: Vec<String> = vec!["-frame-bytes".into(), "100".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.push("-exec".into());
-    args.extend(raw_gen_args(100, 100, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    start(&refs)
+    Ringcast::new()
+        .args(["-frame-bytes", "100"])
+        .args(extra)
+        .source_exec(raw_gen_args(100, 100, 0, None, 0))
+        .start()
 }
 
 #[test]
@@ -108,7 +107,9 @@ fn too_slow_request_head_gets_408() {
 
 #[test]
 fn nonexistent_command_leaves_the_server_up() {
-    let server = start(&["-exec", "/nonexistent/ringcast-test-command", "arg"]);
+    let server = Ringcast::new()
+        .source_exec(["/nonexistent/ringcast-test-command", "arg"])
+        .start();
     let mut c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK");
     server.wait_log("`open failed`", |l| l.contains("open failed"), WAIT);
@@ -136,11 +137,8 @@ fn nonexistent_command_leaves_the_server_up() {
     assert!(server.running(), "the server exited");
 }
 
-#[test]
-fn sigterm_exits_0_quickly_and_ends_the_responses() {
-    let mut server = live_server(&[]);
-    let mut c = server.get();
-    raw_frames(&c.read_body(1000, WAIT), 100).unwrap();
+/// SIGTERM: the server exits 0 within 2 s.
+fn sigterm_exits_0_within_2_s(server: &mut Server) {
     let began = Instant::now();
     server.signal("TERM");
     let status = server
@@ -152,6 +150,14 @@ fn sigterm_exits_0_quickly_and_ends_the_responses() {
         took < Duration::from_secs(2),
         "exit took {took:?} after SIGTERM"
     );
+}
+
+#[test]
+fn sigterm_exits_0_quickly_and_ends_the_responses() {
+    let mut server = live_server(&[]);
+    let mut c = server.get();
+    raw_frames(&c.read_body(1000, WAIT), 100).unwrap();
+    sigterm_exits_0_within_2_s(&mut server);
     // The client sees the end of the response, after whole frames.
     let rest = c.read_to_eof(WAIT);
     assert_consecutive(&raw_frames(&rest, 100).unwrap(), "after SIGTERM");
@@ -223,7 +229,7 @@ fn bad_flags_exit_1_naming_the_flag() {
         ),
     ];
     for (args, flag) in cases {
-        let (status, _out, err) = run_to_exit(args, WAIT);
+        let (status, _out, err) = Ringcast::new().args(*args).run_to_exit(WAIT);
         assert_eq!(
             status.code(),
             Some(1),
@@ -239,7 +245,7 @@ fn bad_flags_exit_1_naming_the_flag() {
 #[test]
 fn headers_are_sent_before_the_first_frame() {
     // A source that never writes: the head must still come at once.
-    let server = start(&["-exec", "sleep", "60"]);
+    let server = Ringcast::new().source_exec(["sleep", "60"]).start();
     let mut c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK");
     let (body, eof) = c.read_until_eof_or(Duration::from_millis(300));
@@ -250,13 +256,10 @@ fn headers_are_sent_before_the_first_frame() {
 fn sigterm_exits_0_quickly_with_a_client_that_does_not_read() {
     // 64 KiB frames at 100/s: the stalled client's socket is full within a
     // second or so, and its connection task waits in a write.
-    let mut args: Vec<String> = ["-frame-bytes", "65536", "-exec"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(raw_gen_args(65536, 100, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let mut server = start(&refs);
+    let mut server = Ringcast::new()
+        .args(["-frame-bytes", "65536"])
+        .source_exec(raw_gen_args(65536, 100, 0, None, 0))
+        .start();
     let _stalled = server.get();
     let mut reader = server.get();
     // Wait until the stream ran long enough to fill the stalled socket.
@@ -265,17 +268,7 @@ fn sigterm_exits_0_quickly_with_a_client_that_does_not_read() {
     while last < first + 150 {
         last = reader.read_raw_frame(65536, WAIT);
     }
-    let began = Instant::now();
-    server.signal("TERM");
-    let status = server
-        .wait_exit(Duration::from_secs(10))
-        .expect("ringcast did not exit after SIGTERM");
-    let took = began.elapsed();
-    assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert!(
-        took < Duration::from_secs(2),
-        "exit took {took:?} after SIGTERM"
-    );
+    sigterm_exits_0_within_2_s(&mut server);
 }
 
 #[test]

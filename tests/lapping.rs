@@ -19,13 +19,10 @@ fn lapped_clients_never_get_a_torn_frame() {
     // end with a piece of a frame, then EOF. Readers reconnect when cut off,
     // for three seconds.
     const F: usize = 4096;
-    let mut args: Vec<String> = ["-frame-bytes", "4096", "-flush-interval", "0", "-exec"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(raw_gen_args(F, 0, 0, None, 0));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let server = start(&refs);
+    let server = Ringcast::new()
+        .args(["-frame-bytes", "4096", "-flush-interval", "0"])
+        .source_exec(raw_gen_args(F, 0, 0, None, 0))
+        .start();
     let began = Instant::now();
     let handles: Vec<_> = (0..4u64)
         .map(|i| {

@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,37 +24,6 @@ const FRAME: usize = 1000;
 const RATE: u64 = 100_000;
 const CLIENTS: usize = 300;
 const STREAM_ID: u32 = 7;
-
-/// A FIFO in the temporary directory, removed on drop.
-struct Fifo(PathBuf);
-
-impl Fifo {
-    fn new() -> Fifo {
-        let path = common::temp_path("loadgen-fifo");
-        let c = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call; mkfifo
-        // only reads it.
-        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-        assert_eq!(
-            rc,
-            0,
-            "mkfifo {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        Fifo(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Fifo {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Writes the paced loadgen test stream into the FIFO until `stop` (or 60 s, a safety
 /// bound). Opening blocks until ringcast opens the FIFO for reading.
@@ -80,20 +47,16 @@ fn feed(fifo: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<()> {
 
 #[test]
 fn three_hundred_loadgen_clients_get_only_whole_checked_frames() {
-    let fifo = Fifo::new();
-    let path = fifo.path().to_str().expect("UTF-8 temp path").to_string();
-    let mut server = common::start(&[
-        "-path",
-        &path,
-        "-frame-bytes",
-        "1000",
-        "-source-buffer",
-        "256",
-        "-flush-interval",
-        "20ms",
-    ]);
+    let dir = common::TempDir::new("loadgen");
+    let fifo = dir.mkfifo("stream.fifo");
+    let mut server = common::Ringcast::new()
+        .arg("-path")
+        .arg(&fifo)
+        .args(["-frame-bytes", "1000", "-source-buffer", "256"])
+        .args(["-flush-interval", "20ms"])
+        .start();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = feed(fifo.path().to_owned(), stop.clone());
+    let writer = feed(fifo.clone(), stop.clone());
 
     // The stream flows: one plain client gets a whole, valid loadgen frame first.
     let mut probe = server.get();

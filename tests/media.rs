@@ -5,8 +5,9 @@
 //! whole by `ffmpeg` (and `mpg123` for MP3) with their error output counted;
 //! and headless Chromium playing an MP3 stream in an `<audio>` element.
 //!
-//! Each test needs its tools (installed by `.ci/run`). Outside CI a missing
-//! tool skips the test with a printed reason; with `CI` set it fails.
+//! Each test needs its tools (installed by `.ci/setup`). Outside CI a missing
+//! tool skips the test with a printed reason; with `CI` set it fails
+//! (`common::require`).
 //!
 //! The bodies are also checked structurally with ringcast's own parsers:
 //! whole frames (or Ogg pages with good CRCs) from the first byte, no tag and
@@ -23,69 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{start, Server};
+use common::{require_all, run, Ringcast, Server, TempDir};
 use ringcast::framing::{adts_frame_len, is_info_frame, mp3_frame_len, ogg_crc};
 
 // ---------------------------------------------------------------------------
 // Tools
 // ---------------------------------------------------------------------------
-
-/// Whether `tool` can be run.
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// True when every tool is there. A missing tool fails the test in CI (where
-/// `.ci/run` installs them) and skips it, with the reason, elsewhere.
-fn tools(names: &[&str]) -> bool {
-    let missing: Vec<&str> = names.iter().copied().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
-        panic!("missing tools in CI: {missing:?} (.ci/run installs ffmpeg mpg123 lame chromium)");
-    }
-    eprintln!("skipped: needs {missing:?} (apt-get install ffmpeg mpg123 lame chromium)");
-    false
-}
-
-/// A scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = common::temp_path(tag);
-        std::fs::create_dir_all(&d).expect("create temp dir");
-        TempDir(d)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Run a command to completion; panic with its stderr if it fails.
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// The ffmpeg input arguments of a generated tone of `seconds` (0: an hour).
 fn tone(seconds: u32) -> Vec<String> {
@@ -97,10 +41,10 @@ fn tone(seconds: u32) -> Vec<String> {
         .collect()
 }
 
-/// ringcast arguments that run a live ffmpeg encoder (`-re`: real time) of
-/// the tone with these output arguments.
+/// The source command of a live ffmpeg encoder (`-re`: real time) of the
+/// tone with these output arguments.
 fn live_encoder(output: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["-exec", "ffmpeg", "-nostdin", "-v", "error", "-re"]
+    let mut a: Vec<String> = ["ffmpeg", "-nostdin", "-v", "error", "-re"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -339,7 +283,7 @@ fn ape_tag() -> Vec<u8> {
 /// Info frame reaches either; nothing is counted as garbage; both decode.
 #[test]
 fn mp3_file_with_tags_looped() {
-    if !tools(&["ffmpeg", "ffprobe", "lame", "mpg123"]) {
+    if !require_all(&["ffmpeg", "ffprobe", "lame", "mpg123"]) {
         return;
     }
     let dir = TempDir::new("mp3-tags");
@@ -371,14 +315,16 @@ fn mp3_file_with_tags_looped() {
     std::fs::write(&path, &file).unwrap();
 
     // 128 kbit/s: paced at its own rate, a loop lasts 3 seconds.
-    let server = start(&[
-        "-frame-filter",
-        "mp3",
-        "-source-bandwidth",
-        "16000",
-        "-path",
-        path.to_str().unwrap(),
-    ]);
+    let server = Ringcast::new()
+        .args([
+            "-frame-filter",
+            "mp3",
+            "-source-bandwidth",
+            "16000",
+            "-path",
+        ])
+        .arg(&path)
+        .start();
     let first = listen_in_background(server.addr, 8.0);
     // Join in the middle of the second loop.
     let_the_source_run(&server, Duration::from_millis(4000));
@@ -436,24 +382,21 @@ fn mp3_file_with_tags_looped() {
 /// checked in `tests/skips.rs`).
 #[test]
 fn mp3_live_encoder_joiner() {
-    if !tools(&["ffmpeg", "ffprobe", "mpg123"]) {
+    if !require_all(&["ffmpeg", "ffprobe", "mpg123"]) {
         return;
     }
     let dir = TempDir::new("mp3-live");
-    let mut args: Vec<String> = ["-frame-filter", "mp3", "-content-type", "audio/mpeg"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(live_encoder(&[
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        "128k",
-        "-f",
-        "mp3",
-    ]));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = start(&args);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "mp3", "-content-type", "audio/mpeg"])
+        .source_exec(live_encoder(&[
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            "-f",
+            "mp3",
+        ]))
+        .start();
     let first = listen_in_background(server.addr, 6.0);
     let_the_source_run(&server, Duration::from_millis(2000));
     let joiner = listen(server.addr, 3.5);
@@ -492,17 +435,14 @@ fn mp3_live_encoder_joiner() {
 /// decoded without error.
 #[test]
 fn aac_live_encoder_joiner() {
-    if !tools(&["ffmpeg", "ffprobe"]) {
+    if !require_all(&["ffmpeg", "ffprobe"]) {
         return;
     }
     let dir = TempDir::new("aac-live");
-    let mut args: Vec<String> = ["-frame-filter", "aac"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(live_encoder(&["-c:a", "aac", "-b:a", "96k", "-f", "adts"]));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = start(&args);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "aac"])
+        .source_exec(live_encoder(&["-c:a", "aac", "-b:a", "96k", "-f", "adts"]))
+        .start();
     let first = listen_in_background(server.addr, 6.0);
     let_the_source_run(&server, Duration::from_millis(2000));
     let joiner = listen(server.addr, 3.5);
@@ -535,17 +475,14 @@ fn aac_live_encoder_joiner() {
 /// all without an error (the page sequence numbers and granule positions
 /// jump after the header, which decoders accept).
 fn ogg_joiner(codec: &str, encoder: &[&str]) {
-    if !tools(&["ffmpeg", "ffprobe"]) {
+    if !require_all(&["ffmpeg", "ffprobe"]) {
         return;
     }
     let dir = TempDir::new(codec);
-    let mut args: Vec<String> = ["-frame-filter", "ogg"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(live_encoder(encoder));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = start(&args);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "ogg"])
+        .source_exec(live_encoder(encoder))
+        .start();
     let first = listen_in_background(server.addr, 7.0);
     let_the_source_run(&server, Duration::from_millis(2500));
     let joiner = listen(server.addr, 4.0);
@@ -608,7 +545,7 @@ fn ogg_opus_live_encoder_joiner() {
     );
 }
 
-/// The command that produces a chained stream across reopens: its first run
+/// The source command that produces a chained stream across reopens: its first run
 /// encodes 2 seconds of Vorbis, every later run Opus.
 fn chained_source(dir: &TempDir) -> Vec<String> {
     chained_source_with(dir, "libopus")
@@ -624,7 +561,7 @@ fn chained_source_with(dir: &TempDir, second: &str) -> Vec<String> {
         tone = tone(0).join(" "),
         short = tone(2).join(" "),
     );
-    vec!["-exec".into(), "sh".into(), "-c".into(), script]
+    vec!["sh".into(), "-c".into(), script]
 }
 
 /// A new logical stream (a chained Ogg stream after a source reopen, here
@@ -632,14 +569,14 @@ fn chained_source_with(dir: &TempDir, second: &str) -> Vec<String> {
 /// gets the Opus header pages, not the Vorbis ones, and decodes cleanly.
 #[test]
 fn ogg_new_link_replaces_the_header_for_joiners() {
-    if !tools(&["ffmpeg", "ffprobe"]) {
+    if !require_all(&["ffmpeg", "ffprobe"]) {
         return;
     }
     let dir = TempDir::new("ogg-chain");
-    let mut args: Vec<String> = vec!["-frame-filter".into(), "ogg".into()];
-    args.extend(chained_source(&dir));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = start(&args);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "ogg"])
+        .source_exec(chained_source(&dir))
+        .start();
     let first = listen_in_background(server.addr, 3.0);
     server.wait_log_nth(
         "the second source open",
@@ -681,7 +618,7 @@ fn ogg_new_link_replaces_the_header_for_joiners() {
 /// the bytes only.
 #[test]
 fn ogg_connected_listener_gets_the_new_header_at_a_chain() {
-    if !tools(&["ffmpeg", "ffprobe"]) {
+    if !require_all(&["ffmpeg", "ffprobe"]) {
         return;
     }
     for (second, marker) in [
@@ -689,10 +626,10 @@ fn ogg_connected_listener_gets_the_new_header_at_a_chain() {
         ("libopus", &b"OpusHead"[..]),
     ] {
         let dir = TempDir::new("ogg-chain-connected");
-        let mut args: Vec<String> = vec!["-frame-filter".into(), "ogg".into()];
-        args.extend(chained_source_with(&dir, second));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = start(&args);
+        let server = Ringcast::new()
+            .args(["-frame-filter", "ogg"])
+            .source_exec(chained_source_with(&dir, second))
+            .start();
         let body = listen(server.addr, 6.0);
         // Whole pages with good CRCs; exactly two beginning-of-stream pages:
         // the first link's and, in-band, the second link's.
@@ -815,7 +752,7 @@ impl Drop for Group {
 /// machine with no sound card never starts playing).
 #[test]
 fn chromium_plays_an_mp3_stream() {
-    if !tools(&["chromium", "ffmpeg"]) {
+    if !require_all(&["chromium", "ffmpeg"]) {
         return;
     }
     chromium_first_audio(&[]);
@@ -827,7 +764,7 @@ fn chromium_plays_an_mp3_stream() {
 #[test]
 #[ignore = "a measurement (about 40 s); run by hand"]
 fn chromium_time_to_first_audio_with_and_without_burst() {
-    if !tools(&["chromium", "ffmpeg"]) {
+    if !require_all(&["chromium", "ffmpeg"]) {
         return;
     }
     let mut plain = Vec::new();
@@ -846,21 +783,18 @@ fn chromium_time_to_first_audio_with_and_without_burst() {
 /// until currentTime passes 2 s; returns the time from the page's first report
 /// (its script running) to the first report with currentTime > 0.
 fn chromium_first_audio(extra: &[&str]) -> Duration {
-    let mut args: Vec<String> = ["-frame-filter", "mp3", "-content-type", "audio/mpeg"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(live_encoder(&[
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        "128k",
-        "-f",
-        "mp3",
-    ]));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = start(&args);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "mp3", "-content-type", "audio/mpeg"])
+        .args(extra)
+        .source_exec(live_encoder(&[
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            "-f",
+            "mp3",
+        ]))
+        .start();
     // A first listener starts the encoder; let it run so there is a buffer
     // to burst from.
     let _first = listen_in_background(server.addr, 20.0);
@@ -899,7 +833,7 @@ setInterval(function () {{
             "--disable-default-apps",
             "--metrics-recording-only",
         ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("http://{}/", pages.addr))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -3,7 +3,7 @@
 //! real decoders report no error and every decoded frame after the lead-in is
 //! identical to the decode of the whole stream.
 //!
-//! Needs lame, mpg123 and ffmpeg (installed by .ci/run). Outside CI a missing
+//! Needs lame, mpg123 and ffmpeg (installed by .ci/setup). Outside CI a missing
 //! tool skips the test with a message; in CI it fails.
 
 mod common;
@@ -14,48 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::WAIT;
+use common::{require_all, run, Ringcast, TempDir, WAIT};
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// True when the tools are there; panics in CI when they are not.
-fn tools_present() -> bool {
-    let missing: Vec<&str> = ["lame", "mpg123", "ffmpeg"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("missing tools in CI: {missing:?} (.ci/run installs them)");
-    }
-    eprintln!("skipped: needs {missing:?}");
-    false
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ringcast-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+/// The tools these tests run.
+const TOOLS: &[&str] = &["lame", "mpg123", "ffmpeg"];
 
 /// A LAME stream of a changing tone (the bit reservoir is in use on nearly
 /// every frame), without ID3 tag or Info frame so frame i of the file is frame
@@ -253,33 +215,25 @@ fn check_against_reference(
 
 #[test]
 fn mid_stream_join_decodes_cleanly() {
-    if !tools_present() {
+    if !require_all(TOOLS) {
         return;
     }
-    let dir = tmpdir("join");
-    let mp3 = encode(&dir, 30);
+    let dir = TempDir::new("join");
+    let mp3 = encode(dir.path(), 30);
     let original = std::fs::read(&mp3).unwrap();
-    let path = mp3.to_str().unwrap();
-    let server = common::start(&[
-        "-frame-filter",
-        "mp3",
-        "-source-bandwidth",
-        "32000",
-        "-source-buffer",
-        "128",
-        "-flush-interval",
-        "0",
-        "-reopen=false",
-        "-path",
-        path,
-    ]);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "mp3", "-source-bandwidth", "32000"])
+        .args(["-source-buffer", "128", "-flush-interval", "0"])
+        .args(["-reopen=false", "-path"])
+        .arg(&mp3)
+        .start();
     // The first client starts the source; a second joins mid-stream.
     let mut first = server.get();
     first.read_body(20_000, WAIT);
     let mut joiner = server.get();
     let body = joiner.read_body(40 * 418, WAIT);
     let body = &body[..frames(&body).iter().map(|f| f.len()).sum::<usize>()];
-    let (n, _, compared) = check_against_reference(&dir, &original, body, "join");
+    let (n, _, compared) = check_against_reference(dir.path(), &original, body, "join");
     assert!(n > 30);
     assert!(compared > 20, "only {compared} frames compared");
     // The joiner's first frame is a silenced lead-in frame: it did borrow.
@@ -289,32 +243,23 @@ fn mid_stream_join_decodes_cleanly() {
         0,
         "lead-in starts with main_data_begin 0"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn forced_skips_decode_cleanly() {
-    if !tools_present() {
+    if !require_all(TOOLS) {
         return;
     }
-    let dir = tmpdir("skips");
-    let mp3 = encode(&dir, 60);
+    let dir = TempDir::new("skips");
+    let mp3 = encode(dir.path(), 60);
     let original = std::fs::read(&mp3).unwrap();
-    let path = mp3.to_str().unwrap();
     // Fast source (the file, looped by -reopen), small ring: a reader that
     // stalls until the kernel buffers are full is lapped at every stall.
-    let server = common::start(&[
-        "-frame-filter",
-        "mp3",
-        "-source-bandwidth",
-        "4000000",
-        "-source-buffer",
-        "24",
-        "-flush-interval",
-        "0",
-        "-path",
-        path,
-    ]);
+    let server = Ringcast::new()
+        .args(["-frame-filter", "mp3", "-source-bandwidth", "4000000"])
+        .args(["-source-buffer", "24", "-flush-interval", "0", "-path"])
+        .arg(&mp3)
+        .start();
     let mut c = server.get();
     // Body bytes that came with the response head first.
     let (mut body, _) = c.read_until_eof_or(Duration::from_millis(1));
@@ -349,12 +294,11 @@ fn forced_skips_decode_cleanly() {
         .unwrap_or(0);
     let whole: usize = frames(&body).iter().map(|f| f.len()).sum();
     let (n, discontinuities, compared) =
-        check_against_reference(&dir, &original, &body[..whole], "skips");
+        check_against_reference(dir.path(), &original, &body[..whole], "skips");
     eprintln!("frames={n} skipped={skipped} discontinuities={discontinuities} compared={compared}");
     assert!(
         skipped > 0 && discontinuities >= 1,
         "the reader was not lapped enough: {end}"
     );
     assert!(compared > 10);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,16 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn args_of(flags: &[&str], exec: Vec<String>) -> Vec<String> {
-    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-    args.push("-exec".into());
-    args.extend(exec);
-    args
-}
-
-fn start_with(args: &[String]) -> Server {
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    start(&refs)
+/// A server with these flags and this source command.
+fn start_with(flags: &[&str], exec: Vec<String>) -> Server {
+    Ringcast::new().args(flags).source_exec(exec).start()
 }
 
 /// Wait for the generator to write its pid file; return the pid.
@@ -48,13 +41,13 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn close_idle_kills_the_command_and_the_next_client_restarts_it() {
-    let pidfile = temp_path("close-idle.pid");
+    let dir = TempDir::new("close-idle");
+    let pidfile = dir.join("generator.pid");
     let pidfile_s = pidfile.to_str().unwrap().to_string();
-    let args = args_of(
+    let server = start_with(
         &["-frame-bytes", "100", "-close-idle"],
         raw_gen_args(100, 100, 0, Some(&pidfile_s), 0),
     );
-    let server = start_with(&args);
     // Lazy start: nothing runs before a client comes.
     assert!(!pidfile.exists(), "the command started before any client");
 
@@ -97,15 +90,13 @@ fn close_idle_kills_the_command_and_the_next_client_restarts_it() {
         wait_until(WAIT, || !alive(pid2)),
         "the second command (pid {pid2}) still runs after the last client left"
     );
-    let _ = std::fs::remove_file(&pidfile);
 }
 
 #[test]
 fn reopen_keeps_clients_connected_across_source_restarts() {
     const F: usize = 200;
     const K: u64 = 20; // frames per run; each run takes 0.2 s
-    let args = args_of(&["-frame-bytes", "200"], raw_gen_args(F, 100, K, None, 0));
-    let server = start_with(&args);
+    let server = start_with(&["-frame-bytes", "200"], raw_gen_args(F, 100, K, None, 0));
     let mut c = server.get();
     // Read until three runs began after the first; every frame whole.
     let mut nums: Vec<u64> = Vec::new();
@@ -141,9 +132,10 @@ fn reopen_keeps_clients_connected_across_source_restarts() {
 /// Count `source opened` and `open failed` lines of a command that ends at
 /// once (or cannot start), with one client connected for three seconds.
 fn opens_in_three_seconds(exec: &[&str]) -> (usize, Vec<String>) {
-    let mut args = vec!["-frame-bytes", "100", "-exec"];
-    args.extend_from_slice(exec);
-    let server = start(&args);
+    let server = Ringcast::new()
+        .args(["-frame-bytes", "100"])
+        .source_exec(exec)
+        .start();
     let mut c = server.get();
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK");
     server.wait_log(
@@ -201,11 +193,10 @@ fn reopen_backs_off_for_a_command_that_does_not_exist() {
 #[test]
 fn reopen_false_drains_the_clients_and_exits_0() {
     const F: usize = 500;
-    let args = args_of(
+    let mut server = start_with(
         &["-frame-bytes", "500", "-reopen=false"],
         raw_gen_args(F, 200, 30, None, 0),
     );
-    let mut server = start_with(&args);
     let mut c = server.get();
     let addr = c.local_addr();
     let body = c.read_to_eof(Duration::from_secs(30));
@@ -233,12 +224,16 @@ fn reopen_false_drains_the_clients_and_exits_0() {
 fn a_client_leaving_a_silent_source_is_noticed_and_the_command_stopped() {
     // close-idle with a command that never writes: the client's departure
     // must be noticed without a write, and the command stopped.
-    let pidfile = temp_path("silent.pid");
+    let dir = TempDir::new("silent");
+    let pidfile = dir.join("command.pid");
     let script = format!(
         "echo $$ > {}.tmp && mv {0}.tmp {0} && exec sleep 60",
         pidfile.display()
     );
-    let server = start(&["-close-idle", "-exec", "sh", "-c", &script]);
+    let server = Ringcast::new()
+        .arg("-close-idle")
+        .source_exec(["sh", "-c", &script])
+        .start();
     let c = server.get();
     let addr = c.local_addr();
     let pid = read_pid(&pidfile);
@@ -250,12 +245,14 @@ fn a_client_leaving_a_silent_source_is_noticed_and_the_command_stopped() {
         wait_until(WAIT, || !alive(pid)),
         "the silent command (pid {pid}) still runs"
     );
-    let _ = std::fs::remove_file(&pidfile);
 }
 
 #[test]
 fn max_quiet_interval_kills_a_silent_command_and_reopens_it() {
-    let server = start(&["-max-quiet-interval", "300ms", "-exec", "sleep", "60"]);
+    let server = Ringcast::new()
+        .args(["-max-quiet-interval", "300ms"])
+        .source_exec(["sleep", "60"])
+        .start();
     let mut c = server.get();
     server.wait_log(
         "`source closed ... quiet too long`",
@@ -275,20 +272,17 @@ fn max_quiet_interval_kills_a_silent_command_and_reopens_it() {
 #[test]
 fn path_source_is_served_and_reopen_false_exits_0() {
     const F: usize = 300;
-    let path = temp_path("stream.raw");
+    let dir = TempDir::new("path-source");
     let mut data = Vec::new();
     for n in 0..10 {
         data.extend_from_slice(&raw_frame(n, F));
     }
     data.extend_from_slice(&[1, 2, 3]); // a partial frame at the end: dropped
-    std::fs::write(&path, &data).unwrap();
-    let mut server = start(&[
-        "-frame-bytes",
-        "300",
-        "-reopen=false",
-        "-path",
-        path.to_str().unwrap(),
-    ]);
+    let path = dir.write("stream.raw", &data);
+    let mut server = Ringcast::new()
+        .args(["-frame-bytes", "300", "-reopen=false", "-path"])
+        .arg(&path)
+        .start();
     let mut c = server.get();
     let body = c.read_to_eof(Duration::from_secs(30));
     let nums = raw_frames(&body, F).unwrap();
@@ -301,7 +295,6 @@ fn path_source_is_served_and_reopen_false_exits_0() {
     );
     let status = server.wait_exit(Duration::from_secs(10)).expect("no exit");
     assert_eq!(status.code(), Some(0));
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -312,11 +305,10 @@ fn header_bytes_are_captured_again_at_each_open() {
     // run's header first.
     const F: usize = 1000;
     const H: usize = 100;
-    let args = args_of(
+    let server = start_with(
         &["-frame-bytes", "1000", "-header-bytes", "100"],
         raw_gen_args(F, 100, 30, None, H),
     );
-    let server = start_with(&args);
     let header = stream_header(H);
     let mut a = server.get();
     assert_eq!(a.read_body(H, WAIT), header);
@@ -357,11 +349,10 @@ fn source_bandwidth_paces_the_reads() {
     // 1,000 bytes after the first take about 2 s (a lower bound only: a
     // loaded machine can only make it slower).
     const F: usize = 1000;
-    let args = args_of(
+    let server = start_with(
         &["-frame-bytes", "1000", "-source-bandwidth", "20000"],
         raw_gen_args(F, 0, 0, None, 0),
     );
-    let server = start_with(&args);
     let mut c = server.get();
     let first = c.read_raw_frame(F, WAIT);
     let began = Instant::now();
@@ -381,13 +372,12 @@ fn fifo_source_keeps_clients_across_writers() {
     // A FIFO whose writer comes and goes: each writer's frames reach the
     // client, which stays connected in between (the FIFO is reopened).
     const F: usize = 100;
-    let fifo = temp_path("stream.fifo");
-    let made = std::process::Command::new("mkfifo")
+    let dir = TempDir::new("fifo-source");
+    let fifo = dir.mkfifo("stream.fifo");
+    let server = Ringcast::new()
+        .args(["-frame-bytes", "100", "-path"])
         .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success());
-    let server = start(&["-frame-bytes", "100", "-path", fifo.to_str().unwrap()]);
+        .start();
     let mut c = server.get();
     for run in 0..2u64 {
         let fifo = fifo.clone();
@@ -412,17 +402,13 @@ fn fifo_source_keeps_clients_across_writers() {
         writer.join().unwrap();
     }
     assert!(server.logs.count(|l| l.contains("source opened")) >= 2);
-    let _ = std::fs::remove_file(&fifo);
 }
 
 #[test]
 fn command_stderr_is_logged_with_its_name() {
-    let server = start(&[
-        "-exec",
-        "sh",
-        "-c",
-        "echo hello-from-stderr >&2; exec sleep 60",
-    ]);
+    let server = Ringcast::new()
+        .source_exec(["sh", "-c", "echo hello-from-stderr >&2; exec sleep 60"])
+        .start();
     let _c = server.get();
     let line = server.wait_log(
         "the command's stderr line",

@@ -3,14 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, WAIT};
+use common::{Client, Ringcast, Server, TempDir, WAIT};
 
 /// A generator command (TOML array) writing `frame_bytes`-byte frames
 /// `<letter><zero-padded number>` every `period_ms`, `count` of them (then it
@@ -24,125 +20,9 @@ fn generator(letter: char, frame_bytes: usize, period_ms: u64, count: u64) -> St
     format!("[\"python3\", \"-u\", \"-c\", \"{script}\"]")
 }
 
-/// A running `ringcast -config FILE`, killed on drop.
-struct ConfigServer {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-    file: PathBuf,
-}
-
-impl ConfigServer {
-    fn start(toml: &str) -> ConfigServer {
-        let dir = std::env::temp_dir().join(format!(
-            "ringcast-streams-{}-{}",
-            std::process::id(),
-            unique()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("ringcast.toml");
-        std::fs::write(&file, toml).unwrap();
-        let mut child = Command::new(common::binary())
-            .arg("-config")
-            .arg(&file)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ringcast");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut server = ConfigServer {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            logs,
-            file,
-        };
-        let line = server.wait_log(|l| l.contains("Listening at "));
-        let addr = line.rsplit("Listening at ").next().unwrap().trim();
-        server.addr = addr.parse().unwrap();
-        server
-    }
-
-    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self.logs.lock().unwrap().iter().find(|l| pred(l)) {
-                return l.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "log line not seen; log:\n{}",
-                self.logs.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn get(&self, path: &str) -> Client {
-        Client::request(
-            self.addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
-        )
-    }
-
-    /// A whole small response (status line, body).
-    fn fetch(&self, path: &str) -> (String, String) {
-        let mut c = self.get(path);
-        let body = c.read_to_eof(WAIT);
-        (
-            c.status_line().to_string(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (line, body) = self.fetch("/status");
-        assert!(line.contains("200"), "{line}");
-        serde_json::from_str(&body).expect("status is JSON")
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
-    }
-
-    fn reload(&self, toml: &str) {
-        std::fs::write(&self.file, toml).unwrap();
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for ConfigServer {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("server log:\n{}", self.logs.lock().unwrap().join("\n"));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(dir) = self.file.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// A running `ringcast -config FILE` with this configuration.
+fn config_server(toml: &str) -> Server {
+    Ringcast::new().config_toml(toml).start()
 }
 
 /// Read `n` frames of `fb` bytes and return their numbers, checking each
@@ -186,9 +66,9 @@ fn two_streams_each_deliver_their_own_bytes() {
         stream_toml("/a", 'A', ""),
         stream_toml("/b", 'B', "")
     );
-    let s = ConfigServer::start(&toml);
-    let mut a = s.get("/a");
-    let mut b = s.get("/b");
+    let s = config_server(&toml);
+    let mut a = s.get_path("/a");
+    let mut b = s.get_path("/b");
     assert!(a.status_line().contains("200"));
     let na = frames(&mut a, b'A', 8, 20);
     let nb = frames(&mut b, b'B', 8, 20);
@@ -198,7 +78,7 @@ fn two_streams_each_deliver_their_own_bytes() {
 
 #[test]
 fn unknown_path_is_404() {
-    let s = ConfigServer::start(&format!("{HEAD}{}", stream_toml("/a", 'A', "")));
+    let s = config_server(&format!("{HEAD}{}", stream_toml("/a", 'A', "")));
     let (line, body) = s.fetch("/nope");
     assert!(line.starts_with("HTTP/1.1 404"), "{line}");
     assert_eq!(body, "no such stream\n");
@@ -211,11 +91,11 @@ fn limits_answer_503_without_leaking_descriptors() {
         stream_toml("/a", 'A', "max_clients = 1"),
         stream_toml("/b", 'B', "")
     );
-    let s = ConfigServer::start(&toml);
-    let mut first = s.get("/a");
+    let s = config_server(&toml);
+    let mut first = s.get_path("/a");
     frames(&mut first, b'A', 8, 2);
     // Start /b's source too, so the count below is not disturbed by it.
-    let mut b0 = s.get("/b");
+    let mut b0 = s.get_path("/b");
     frames(&mut b0, b'B', 8, 1);
     let before = s.open_fds();
     for _ in 0..20 {
@@ -225,7 +105,7 @@ fn limits_answer_503_without_leaking_descriptors() {
     }
     // Server-wide limit: /a has 1, /b has 1, one more reaches 3, the next
     // is refused.
-    let mut b1 = s.get("/b");
+    let mut b1 = s.get_path("/b");
     frames(&mut b1, b'B', 8, 1);
     let (line, _) = s.fetch("/b");
     assert!(line.starts_with("HTTP/1.1 503"), "{line}");
@@ -238,44 +118,31 @@ fn limits_answer_503_without_leaking_descriptors() {
     assert_eq!(s.open_fds(), before, "descriptors leaked");
     // And the slots: /a's one client still receives, a new /b client gets in.
     frames(&mut first, b'A', 8, 2);
-    let mut b3 = s.get("/b");
+    let mut b3 = s.get_path("/b");
     assert!(b3.status_line().contains("200"));
     frames(&mut b3, b'B', 8, 1);
 }
 
 #[test]
 fn check_config_good_and_broken() {
-    let dir = std::env::temp_dir().join(format!("ringcast-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let good = dir.join("good.toml");
-    std::fs::write(&good, format!("{HEAD}{}", stream_toml("/a", 'A', ""))).unwrap();
-    let out = Command::new(common::binary())
-        .arg("-config")
-        .arg(&good)
+    let (status, out, err) = Ringcast::new()
+        .config_toml(format!("{HEAD}{}", stream_toml("/a", 'A', "")))
         .arg("-check-config")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+        .run_to_exit(WAIT);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("configuration OK"));
 
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
+    let dir = TempDir::new("check-config");
+    let bad = dir.write(
+        "bad.toml",
         "listen = \"nowhere\"\n\n[[stream]]\nmount = \"radio\"\nexec = [\"x\"]\nframe_bytes = 0\ncolour = 1\n",
-    )
-    .unwrap();
-    let out = Command::new(common::binary())
+    );
+    let (status, _out, err) = Ringcast::new()
         .arg("--config")
         .arg(&bad)
         .arg("--check-config")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+        .run_to_exit(WAIT);
+    assert_eq!(status.code(), Some(1));
     let shown = bad.display().to_string();
     for line in [1, 4, 6, 7] {
         assert!(
@@ -284,7 +151,6 @@ fn check_config_good_and_broken() {
         );
     }
     assert!(err.contains("4 problems"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -292,10 +158,10 @@ fn sighup_adds_removes_and_changes_streams_while_others_miss_nothing() {
     let a = stream_toml("/a", 'A', "");
     let d_old = stream_toml("/d", 'D', "");
     let toml = format!("{HEAD}{a}{}{d_old}", stream_toml("/b", 'B', ""));
-    let s = ConfigServer::start(&toml);
-    let mut ca = s.get("/a");
-    let mut cb = s.get("/b");
-    let mut cd = s.get("/d");
+    let s = config_server(&toml);
+    let mut ca = s.get_path("/a");
+    let mut cb = s.get_path("/b");
+    let mut cd = s.get_path("/d");
     let mut seen_a = frames(&mut ca, b'A', 8, 10);
     frames(&mut cb, b'B', 8, 2);
     frames(&mut cd, b'D', 8, 2);
@@ -306,7 +172,11 @@ fn sighup_adds_removes_and_changes_streams_while_others_miss_nothing() {
         generator('E', 8, 20, 1_000_000)
     );
     s.reload(&format!("{HEAD}{a}{}{d_new}", stream_toml("/c", 'C', "")));
-    s.wait_log(|l| l.contains("reloaded") && l.contains("1 added, 1 removed, 1 reconfigured"));
+    s.wait_log(
+        "`reloaded ... 1 added, 1 removed, 1 reconfigured`",
+        |l| l.contains("reloaded") && l.contains("1 added, 1 removed, 1 reconfigured"),
+        WAIT,
+    );
 
     // /b's client ends cleanly: whole frames, then EOF.
     let rest = cb.read_to_eof(WAIT);
@@ -317,7 +187,7 @@ fn sighup_adds_removes_and_changes_streams_while_others_miss_nothing() {
     );
     assert!(rest.chunks(8).all(|f| f[0] == b'B'));
     // /c serves.
-    let mut cc = s.get("/c");
+    let mut cc = s.get_path("/c");
     frames(&mut cc, b'C', 8, 3);
     // /d's client stayed connected and now receives the new command's frames.
     let deadline = Instant::now() + WAIT;
@@ -340,10 +210,14 @@ fn sighup_adds_removes_and_changes_streams_while_others_miss_nothing() {
     );
     // A file that does not parse changes nothing.
     s.reload("this is [not toml");
-    s.wait_log(|l| l.contains("reload failed, nothing changed"));
+    s.wait_log(
+        "`reload failed, nothing changed`",
+        |l| l.contains("reload failed, nothing changed"),
+        WAIT,
+    );
     let more = frames(&mut ca, b'A', 8, 5);
     assert_eq!(more[0], seen_a.last().unwrap() + 1);
-    let c = s.get("/c");
+    let c = s.get_path("/c");
     assert!(c.status_line().contains("200"), "{}", c.status_line());
 }
 
@@ -359,16 +233,16 @@ fn status_clients_and_metrics_match_what_clients_received() {
         "[[stream]]\nmount = \"/q\"\nexec = {}\nframe_bytes = 8\n",
         generator('Q', 8, 10, 5)
     );
-    let s = ConfigServer::start(&format!("{HEAD}{m}{q}"));
+    let s = config_server(&format!("{HEAD}{m}{q}"));
     let mut got = 0;
     for _ in 0..3 {
-        let mut c = s.get("/m");
+        let mut c = s.get_path("/m");
         let body = c.read_to_eof(WAIT);
         assert_eq!(body.len(), 80);
         got += body.len();
     }
     // A client of /q that arrives before its first frame gets all 5.
-    let mut cq = s.get("/q");
+    let mut cq = s.get_path("/q");
     let nq = frames(&mut cq, b'Q', 8, 5);
     assert_eq!(nq, vec![0, 1, 2, 3, 4]);
 
@@ -376,7 +250,7 @@ fn status_clients_and_metrics_match_what_clients_received() {
     // on its way: wait for the figures to settle.
     let deadline = Instant::now() + WAIT;
     let st = loop {
-        let st = s.status();
+        let st = s.status_json();
         let sm = st["streams"]
             .as_array()
             .unwrap()
@@ -435,12 +309,12 @@ fn status_clients_and_metrics_match_what_clients_received() {
 
 #[test]
 fn html_status_page_is_served() {
-    let s = ConfigServer::start(&format!(
+    let s = config_server(&format!(
         "{HEAD}{}",
         stream_toml("/a.wav", 'A', "content_type = \"audio/wav\"")
     ));
     for path in ["/", "/status.html"] {
-        let mut c = s.get(path);
+        let mut c = s.get_path(path);
         assert!(
             c.status_line().contains("200"),
             "{path}: {}",
@@ -467,8 +341,12 @@ fn admin_address_moves_status_pages_off_the_public_port() {
         "listen = [\"127.0.0.1:0\"]\nadmin_listen = \"127.0.0.1:0\"\n{}",
         stream_toml("/a", 'A', "")
     );
-    let s = ConfigServer::start(&toml);
-    let line = s.wait_log(|l| l.contains("Status pages at http://"));
+    let s = config_server(&toml);
+    let line = s.wait_log(
+        "`Status pages at http://...`",
+        |l| l.contains("Status pages at http://"),
+        WAIT,
+    );
     let admin: SocketAddr = line
         .rsplit("http://")
         .next()
