@@ -282,17 +282,15 @@ burst_bytes = 65536
 
 #[test]
 fn check_config_accepts_every_new_key_and_lists_the_new_errors_with_their_lines() {
-    let pw = temp_file("pw", "from a file\n");
+    let dir = common::TempDir::new("new-keys");
+    let pw = dir.write("pw", "from a file\n");
     let good = ALL_NEW_KEYS.replace("PASSWORD_FILE", pw.to_str().unwrap());
-    let file = temp_file("new-keys", &good);
-    let f = file.to_str().unwrap();
-    let out = output(&["-config", f, "-check-config"], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+    let (status, stdout, stderr) = Ringcast::new()
+        .config_toml(good.clone())
+        .arg("-check-config")
+        .run_to_exit(WAIT);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("configuration OK"));
 
     // The same file with mistakes in the new keys: each one listed with its
     // line, none with a secret in it.
@@ -311,11 +309,11 @@ fn check_config_accepts_every_new_key_and_lists_the_new_errors_with_their_lines(
             "\"/dev/zero\"]\n",
             "\"/dev/zero\"]\non_demand = true\nrealtime = true\n",
         );
-    let file = temp_file("new-errors", &bad);
-    let f = file.to_str().unwrap();
-    let out = output(&["-config", f, "-check-config"], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (status, _, err) = Ringcast::new()
+        .config_toml(bad)
+        .arg("-check-config")
+        .run_to_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "{err}");
     for want in [
         ":7: user #1 roles: invalid value \"dj\": a role is source, admin or relay",
         ":18: stream #1 fallback: fallback cycle: /live.mp3 -> /relay.mp3 -> /live.mp3",
