@@ -30,9 +30,11 @@ use crate::source::{self, SourceContext};
 use crate::stream::{Bell, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
 
-/// io_uring buffer memory per executor. Small, so it fits the default 8 MiB
-/// memlock limit of an unprivileged user with room to spare.
-const IO_MEMORY: usize = 512 * 1024;
+/// io_uring buffer memory per executor: glommio's minimum. It backs only
+/// glommio's DMA file buffers, which ringcast does not use; glommio pins and
+/// registers it, so each KiB here is a KiB of every shard's resident memory
+/// (and of the memlock limit, 8 MiB for an unprivileged user here).
+const IO_MEMORY: usize = 64 * 1024;
 /// io_uring submission queue depth per executor.
 const RING_DEPTH: usize = 1024;
 /// Exit status after a thread of the server panicked (EX_SOFTWARE): a

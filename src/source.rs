@@ -56,6 +56,9 @@ const WS_MAX_MESSAGE: usize = 1 << 20;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the source at most per read().
 const READ_BUF: usize = 64 * 1024;
+/// A source's read buffer starts this small (a radio stream's reads are a
+/// few KiB) and doubles, up to [`READ_BUF`], each time a read fills it.
+const READ_BUF_START: usize = 16 * 1024;
 
 /// What a source thread needs.
 pub struct SourceContext {
@@ -362,7 +365,7 @@ impl SourceThread {
             framer,
             framer_kind: cfg.framer,
             framer_seen: FramerStats::default(),
-            buf: vec![0; READ_BUF],
+            buf: vec![0; READ_BUF_START],
             backoff: BACKOFF_MIN,
             last_stat_log: Instant::now(),
             paced: None,
@@ -870,6 +873,7 @@ impl SourceThread {
                 }
             }
             last_data = Instant::now();
+            let full = n == self.buf.len();
             consumed += n as u64;
             rate_bytes += n as u64;
             let since = last_data - rate_mark;
@@ -908,6 +912,10 @@ impl SourceThread {
             }
             if chunk_start < n {
                 self.feed(chunk_start, n);
+            }
+            if full && self.buf.len() < READ_BUF {
+                // A fast source: read more per call.
+                self.buf = vec![0; (self.buf.len() * 2).min(READ_BUF)];
             }
         }
     }
