@@ -34,43 +34,8 @@ pub fn is_admin_path(path: &str) -> bool {
     )
 }
 
-/// The value of `key` in a query string, percent-decoded to bytes (a title
-/// may be Latin-1).
-pub fn query_bytes(query: &str, key: &str) -> Option<Vec<u8>> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (String::from_utf8_lossy(&percent_decode(k)) == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
-
 fn query_text(query: &str, key: &str) -> Option<String> {
-    query_bytes(query, key).map(|b| String::from_utf8_lossy(&b).into_owned())
+    http::query_text(query, key)
 }
 
 /// A response: status, reason, content type, extra headers, body.
@@ -224,8 +189,9 @@ async fn update_title(
         );
     }
     let charset = query_text(&req.query, "charset");
-    let text =
-        |key: &str| query_bytes(&req.query, key).map(|b| decode_title(&b, charset.as_deref()));
+    let text = |key: &str| {
+        http::query_bytes(&req.query, key).map(|b| decode_title(&b, charset.as_deref()))
+    };
     // `song`, else "artist - title" (Liquidsoap sends all three).
     let song =
         text("song")
@@ -394,16 +360,19 @@ mod tests {
     #[test]
     fn query_bytes_keep_latin1() {
         assert_eq!(
-            query_bytes("mode=updinfo&song=Caf%E9", "song"),
+            http::query_bytes("mode=updinfo&song=Caf%E9", "song"),
             Some(b"Caf\xe9".to_vec())
         );
-        assert_eq!(query_bytes("song=a+b%2Dc", "song"), Some(b"a b-c".to_vec()));
-        assert_eq!(query_bytes("song=%", "song"), Some(b"%".to_vec()));
         assert_eq!(
-            query_bytes("mount=%2flive%2emp3", "mount"),
+            http::query_bytes("song=a+b%2Dc", "song"),
+            Some(b"a b-c".to_vec())
+        );
+        assert_eq!(http::query_bytes("song=%", "song"), Some(b"%".to_vec()));
+        assert_eq!(
+            http::query_bytes("mount=%2flive%2emp3", "mount"),
             Some(b"/live.mp3".to_vec())
         );
-        assert_eq!(query_bytes("x=1", "song"), None);
+        assert_eq!(http::query_bytes("x=1", "song"), None);
     }
 
     #[test]

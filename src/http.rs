@@ -276,6 +276,54 @@ pub fn sanitize(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
+/// The value of `key` in a query string (`a=1&b=x+y`), percent-decoded to
+/// bytes (a title may be Latin-1); `+` is a space, a bad escape stays as it is.
+pub fn query_bytes(query: &str, key: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(k, true) == key.as_bytes()).then(|| decode(v, true))
+    })
+}
+
+/// [`query_bytes`] as text (invalid UTF-8 replaced).
+pub fn query_text(query: &str, key: &str) -> Option<String> {
+    query_bytes(query, key).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Percent-decode a URL part (RFC 3986: `%XX` to its byte; a `+` stays a
+/// `+`, as in a URL's user and password).
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    decode(s, false)
+}
+
+/// `%XX` to its byte, and with `plus_is_space` (query strings, as forms and
+/// Icecast's source clients write them) `+` to a space.
+fn decode(s: &str, plus_is_space: bool) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

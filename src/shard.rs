@@ -289,11 +289,7 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
     if req.path == "/health" && matches!(req.method, Method::Get | Method::Head) {
         shard.stats().status_requests.inc();
         let page = status::health(&shard.server, &set);
-        let bytes = if req.method == Method::Head {
-            page.head_only()
-        } else {
-            page.into_bytes()
-        };
+        let bytes = page.into_response(req.method == Method::Head);
         respond_and_close(&mut tcp, &bytes).await;
         return;
     }
@@ -318,11 +314,7 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         };
         if let Some(page) = status::page(&shard.server, &set, &req, &rows) {
             shard.stats().status_requests.inc();
-            let bytes = if req.method == Method::Head {
-                page.head_only()
-            } else {
-                page.into_bytes()
-            };
+            let bytes = page.into_response(req.method == Method::Head);
             respond_and_close(&mut tcp, &bytes).await;
             return;
         }
@@ -625,17 +617,7 @@ async fn channel_request(
                 return ChannelNext::Done;
             }
             let head = websocket::switching_head(&accept, "");
-            let ok = future::or(async { tcp.write_all(&head).await.is_ok() }, async {
-                glommio::timer::sleep(Duration::from_secs(5)).await;
-                false
-            })
-            .await;
-            let fd = if ok {
-                sys::dup(tcp.as_raw_fd()).ok()
-            } else {
-                None
-            };
-            let Some(fd) = fd else {
+            let Some(fd) = answer_and_hand_over(tcp, &head).await else {
                 stream.release_push();
                 return ChannelNext::Done;
             };
@@ -722,20 +704,7 @@ async fn push_source(
         return;
     }
     // Accepted: answer, then the socket belongs to the source thread.
-    let answered = future::or(
-        async { tcp.write_all(accepted.response()).await.is_ok() },
-        async {
-            glommio::timer::sleep(Duration::from_secs(5)).await;
-            false
-        },
-    )
-    .await;
-    let fd = if answered {
-        sys::dup(tcp.as_raw_fd()).ok()
-    } else {
-        None
-    };
-    let Some(fd) = fd else {
+    let Some(fd) = answer_and_hand_over(&mut tcp, accepted.response()).await else {
         stream.release_push();
         return;
     };
@@ -847,6 +816,21 @@ async fn read_request(shard: &Shard, tcp: &mut TcpStream) -> Option<(http::Reque
             shard.stats().early_close.inc();
             None
         }
+    }
+}
+
+/// Write `answer` (bounded in time) and hand the socket over: a duplicate
+/// of its descriptor, for a source thread. `None` when the client is gone.
+async fn answer_and_hand_over(tcp: &mut TcpStream, answer: &[u8]) -> Option<OwnedFd> {
+    let answered = future::or(async { tcp.write_all(answer).await.is_ok() }, async {
+        glommio::timer::sleep(Duration::from_secs(5)).await;
+        false
+    })
+    .await;
+    if answered {
+        sys::dup(tcp.as_raw_fd()).ok()
+    } else {
+        None
     }
 }
 

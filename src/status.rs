@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value as Value_};
 
 use crate::destination::{DestState, DestStatus};
-use crate::http::Request;
+use crate::http::{self, Request};
 use crate::listener::ListenerRow;
 use crate::shared::ServerShared;
 use crate::source::describe;
@@ -55,16 +55,13 @@ impl Page {
         )
     }
 
-    /// Head and body.
-    pub fn into_bytes(self) -> Vec<u8> {
+    /// Head and body; the head alone when `head_only` (a HEAD request).
+    pub fn into_response(self, head_only: bool) -> Vec<u8> {
         let mut out = self.head().into_bytes();
-        out.extend_from_slice(&self.body);
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
         out
-    }
-
-    /// The head alone (for HEAD requests).
-    pub fn head_only(&self) -> Vec<u8> {
-        self.head().into_bytes()
     }
 }
 
@@ -134,7 +131,7 @@ pub fn page(
             serde_json::to_vec_pretty(&status_json(server, set)).unwrap_or_default(),
         )),
         "/status/clients" => {
-            let want = query_param(&req.query, "stream");
+            let want = http::query_text(&req.query, "stream");
             let stream_id = match &want {
                 None => None,
                 Some(m) => match set
@@ -757,40 +754,6 @@ fn status_html() -> String {
     STATUS_HTML.replace("/*FIGURES*/{}", &catalog())
 }
 
-/// The value of `key` in a query string, percent-decoded.
-pub fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == key).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The status page: streams with live figures and a player for audio, then
 /// every declared figure (the catalog below is filled in from the figure
 /// declarations, so a new counter shows up here by being declared).
@@ -872,16 +835,16 @@ mod tests {
     #[test]
     fn query_params() {
         assert_eq!(
-            query_param("stream=%2Fradio.mp3&x=1", "stream").as_deref(),
+            http::query_text("stream=%2Fradio.mp3&x=1", "stream").as_deref(),
             Some("/radio.mp3")
         );
-        assert_eq!(query_param("a=b", "stream"), None);
+        assert_eq!(http::query_text("a=b", "stream"), None);
         assert_eq!(
-            query_param("stream=/a+b", "stream").as_deref(),
+            http::query_text("stream=/a+b", "stream").as_deref(),
             Some("/a b")
         );
         assert_eq!(
-            query_param("stream=%zz%", "stream").as_deref(),
+            http::query_text("stream=%zz%", "stream").as_deref(),
             Some("%zz%")
         );
     }

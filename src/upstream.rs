@@ -123,7 +123,7 @@ impl Url {
 }
 
 fn percent_decode(s: &str) -> String {
-    crate::status::query_param(&format!("x={s}"), "x").unwrap_or_else(|| s.to_string())
+    String::from_utf8_lossy(&crate::http::percent_decode(s)).into_owned()
 }
 
 /// Why an upstream could not be used. Each is logged and counted by the
@@ -485,6 +485,9 @@ mod tests {
         assert_eq!(u.port, 8001);
         assert_eq!(u.path, "/live.mp3?x=1");
         assert_eq!(u.userinfo, Some(("relay".into(), "p@ss".into())));
+        // A `+` in a URL's password is a plus, not a space (RFC 3986).
+        let plus = Url::parse("http://source:a+b%2B@h/m").unwrap();
+        assert_eq!(plus.userinfo, Some(("source".into(), "a+b+".into())));
         assert_eq!(u.display(), "http://example.org:8001/live.mp3?x=1");
         let v6 = Url::parse("http://[::1]:9/m").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 9));
