@@ -13,7 +13,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +35,21 @@ use crate::sys::{self, EventFd};
 /// registers it, so each KiB here is a KiB of every shard's resident memory
 /// (and of the memlock limit, 8 MiB for an unprivileged user here).
 const IO_MEMORY: usize = 64 * 1024;
+/// glommio refuses to start an executor below this memlock limit.
+const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// The memlock limit `shards` executors need, for a user without
+/// CAP_IPC_LOCK: glommio's floor, or what the kernel charges, whichever is
+/// more. Each executor has three io_uring rings; the kernel charges each
+/// ring's memory (64-byte submission entries, twice as many 16-byte
+/// completions, a 4-byte index each, a page of header) and each
+/// registration of the io_memory. Measured on Linux 6.18 as an unprivileged
+/// user: 2 shards fail at 1,024 KiB and start at 1,088 (this says 1,044).
+fn memlock_needed(shards: usize) -> u64 {
+    let ring = RING_DEPTH as u64 * (64 + 2 * 16 + 4) + 2 * 4096;
+    let per_shard = 3 * (ring + IO_MEMORY as u64);
+    GLOMMIO_MIN_MEMLOCK.max(per_shard * shards as u64)
+}
 /// io_uring submission queue depth per executor.
 const RING_DEPTH: usize = 1024;
 /// Exit status after a thread of the server panicked (EX_SOFTWARE): a
@@ -509,6 +524,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         .map(|(fd, _)| fd.as_raw_fd())
         .collect();
     let mut executors = Vec::new();
+    let failed_starts = Arc::new(AtomicUsize::new(0));
     for (i, listeners) in per_shard.into_iter().enumerate() {
         let placement = match shard_cores[i] {
             Some(cpu) => Placement::Fixed(cpu),
@@ -519,15 +535,24 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             None => Flush::Adaptive,
             Some(d) => Flush::Fixed(d),
         };
+        let start = StartGuard {
+            failed: failed_starts.clone(),
+            wake: main_wake.clone(),
+            ran: false,
+        };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)
             .ring_depth(RING_DEPTH)
-            .spawn(move || shard::run(i, listeners, shared, flush))
+            .spawn(move || {
+                let mut start = start;
+                start.ran = true;
+                shard::run(i, listeners, shared, flush)
+            })
             .map_err(|e| {
                 StartError(format!(
-                    "cannot start shard {i}: {e} (io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB per shard; see tuning.md)",
-                    IO_MEMORY / 1024 * 2
+                    "cannot start shard {i}: {e} (io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB; see tuning.md)",
+                    memlock_needed(shards) / 1024
                 ))
             })?;
         executors.push(handle);
@@ -538,6 +563,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     let ready_by = Instant::now() + Duration::from_secs(10);
     while shared.shards_ready.load(Ordering::Acquire) < shards
         && Instant::now() < ready_by
+        && failed_starts.load(Ordering::Acquire) == 0
         && !PANICKED.load(Ordering::Acquire)
     {
         let _ = sys::wait_readable(&[main_wake.raw()], Some(Duration::from_millis(50)));
@@ -558,9 +584,9 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             }
         }
         return Err(StartError(format!(
-            "a shard could not start ({}); io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB per shard (ulimit -l, LimitMEMLOCK=; see tuning.md)",
+            "a shard could not start ({}); io_uring needs Linux >= 5.8 and a memlock limit of at least {} KiB (ulimit -l, LimitMEMLOCK=; see tuning.md)",
             if errors.is_empty() { "timed out".to_string() } else { errors.join("; ") },
-            IO_MEMORY / 1024 * 2
+            memlock_needed(shards) / 1024
         )));
     }
 
@@ -730,6 +756,24 @@ fn drain(mut s: &UnixStream) {
     }
 }
 
+/// Dropped by a shard's thread with its start closure: without `ran`, the
+/// executor never started (io_uring could not be set up), and the main
+/// thread hears of it at once instead of at its start deadline.
+struct StartGuard {
+    failed: Arc<AtomicUsize>,
+    wake: Arc<EventFd>,
+    ran: bool,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if !self.ran {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+            self.wake.signal();
+        }
+    }
+}
+
 /// Raise the open-file and memlock limits where allowed; say what could not be.
 fn check_limits(config: &Config) {
     if let Some(max) = sys::somaxconn() {
@@ -762,10 +806,12 @@ fn check_limits(config: &Config) {
         Err(e) => log::warn!("cannot read the open-file limit: {e}"),
     }
     match sys::raise_memlock_limit() {
-        Ok((soft, _)) if soft < (IO_MEMORY as u64) * 2 * config.cpu_max as u64 + (1 << 20) => {
+        Ok((soft, _)) if soft < memlock_needed(config.cpu_max.max(1)) => {
             log::warn!(
-                "memlock limit is {} KiB: io_uring may fail to start; raise it (LimitMEMLOCK=, ulimit -l) — see tuning.md",
-                soft / 1024
+                "memlock limit is {} KiB, below the {} KiB that {} shard(s) need: io_uring will not start; raise it (LimitMEMLOCK=, ulimit -l) — see tuning.md",
+                soft / 1024,
+                memlock_needed(config.cpu_max.max(1)) / 1024,
+                config.cpu_max
             );
         }
         Ok(_) => {}

@@ -7,6 +7,8 @@
 //! - `uid_flag_drops_root_after_binding_port_80`: `-uid` binds as root, then
 //!   the process (and its source command) runs as the user.
 //! - `running_as_root_without_uid_warns`: the root warning is logged.
+//! - `a_memlock_limit_too_small_is_a_clear_error`: below what io_uring needs,
+//!   a warning at start naming the need, then exit 1 with the reason.
 //! - `handover_refuses_no_connection`: a second ringcast joins the port
 //!   (SO_REUSEPORT), the first gets SIGTERM while connection attempts keep
 //!   coming; none is refused or reset, the first one's client ends cleanly
@@ -32,6 +34,7 @@ mod common;
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -368,6 +371,38 @@ fn running_as_root_without_uid_warns() {
         "the warning names the fixes: {line:?}"
     );
     server.stop_cleanly();
+}
+
+/// A memlock limit below what io_uring needs is a clear error and exit
+/// status 1, not a server that listens with dead shards (or that waits for
+/// them). 256 KiB is below glommio's own floor, so this holds for root too.
+#[test]
+fn a_memlock_limit_too_small_is_a_clear_error() {
+    if !require("prlimit") {
+        return;
+    }
+    let dir = TempDir::new("memlock");
+    let wrapper = dir.write(
+        "ringcast-256k",
+        format!(
+            "#!/bin/sh\nexec prlimit --memlock=262144:262144 -- {} \"$@\"\n",
+            common::binary()
+        ),
+    );
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let (status, _out, err) = stream('M')
+        .binary(&wrapper)
+        .args(["-address", "127.0.0.1:0", "-cpu-max", "1"])
+        .run_to_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "exit status; stderr:\n{err}");
+    assert!(
+        err.contains("memlock limit is 256 KiB, below the 516 KiB that 1 shard(s) need"),
+        "the start-up warning names the limit and the need; stderr:\n{err}"
+    );
+    assert!(
+        err.contains("a shard could not start") && err.contains("MemLockLimit"),
+        "the error says which shard and why; stderr:\n{err}"
+    );
 }
 
 /// Sets a sysctl for the duration of a test and restores it afterwards.
