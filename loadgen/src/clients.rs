@@ -32,6 +32,16 @@
 //! A failed connection (refused, timed out, bad status, closed by the server while the
 //! client was reading) is counted, marks its client failed, and is retried after
 //! `--retry-delay`, as players do.
+//!
+//! Modes (every behaviour works in each):
+//! - `--icy`: every request sends `Icy-MetaData: 1`; the response must carry
+//!   `icy-metaint`; the body is split by [`IcyDemux`] into audio (frame-checked) and
+//!   metadata blocks (each checked and counted). Pacing, `--session-bytes` and
+//!   `data.bytes` count audio bytes.
+//! - `--websocket`: an RFC 6455 upgrade with a random key per connection; the
+//!   `Sec-WebSocket-Accept` is checked; each binary message must hold exactly one whole
+//!   frame of the test stream; pings get a masked pong, a close gets a masked close.
+//!   Pacing, `--session-bytes` and `data.bytes` count message payload bytes.
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
@@ -43,9 +53,11 @@ use std::time::{Duration, Instant};
 
 use crate::frame::{Checker, Corruption, Event, HEADER_LEN};
 use crate::http::{parse_head, BodyKind, Chunked, Target, MAX_HEAD};
+use crate::icy::{IcyDemux, IcyEvent, Malformed, Verdict};
+use crate::ws::{WsEvent, WsParser};
 use crate::parse::MixEntry;
 use crate::source::realtime_ns;
-use crate::stats::{ClassReport, Hist, Report, SessionCounts};
+use crate::stats::{ClassReport, Hist, IcyCounts, Report, SessionCounts, WsCounts};
 use crate::sys::{self, Epoll};
 
 /// What one client does with its connection.
@@ -171,6 +183,10 @@ pub struct ClientsConfig {
     pub session_rate: f64,
     /// HTTP version of every request.
     pub http_version: HttpVersion,
+    /// Ask for ICY metadata and strip and check the blocks.
+    pub icy: bool,
+    /// Connect with a WebSocket upgrade and read binary messages.
+    pub websocket: bool,
 }
 
 impl ClientsConfig {
@@ -202,6 +218,8 @@ impl ClientsConfig {
             session_hold: Duration::ZERO,
             session_rate: 0.0,
             http_version: HttpVersion::Http11,
+            icy: false,
+            websocket: false,
         }
     }
 }
@@ -298,6 +316,31 @@ struct Conn {
     body_bytes: u64,
     body: Body,
     checker: Checker,
+    /// The mode's per-connection state (ICY demux, WebSocket parser); None = plain.
+    ext: Option<Box<Ext>>,
+}
+
+/// Per-connection state of `--icy` and `--websocket` (boxed: plain clients pay 8 bytes).
+enum Ext {
+    /// `--icy`, after the response head gave `icy-metaint`.
+    Icy(IcyDemux),
+    /// `--websocket`.
+    Ws(WsConn),
+}
+
+/// One WebSocket connection's state.
+struct WsConn {
+    /// The `Sec-WebSocket-Key` sent.
+    key: String,
+    /// The upgrade request.
+    request: Vec<u8>,
+    parser: WsParser,
+    /// The current data message is binary.
+    binary: bool,
+    /// Frame events (good or corrupt) in the current message.
+    msg_frames: u32,
+    /// A close frame was sent on this connection.
+    close_sent: bool,
 }
 
 /// Figures per behaviour class.
@@ -346,6 +389,8 @@ struct Counters {
     fin_closes: u64,
     /// Requests sent as HTTP/1.0.
     http10_requests: u64,
+    icy: IcyCounts,
+    ws: WsCounts,
 }
 
 impl Counters {
@@ -382,8 +427,14 @@ struct Shared<'a> {
     src_next: u32,
     burst: u64,
     sync_limit: u64,
+    /// Each target's request (with `Icy-MetaData: 1` for `--icy`).
+    requests_11: Vec<Vec<u8>>,
     /// The HTTP/1.0 form of each target's request.
     requests_10: Vec<Vec<u8>>,
+    /// Seed of the WebSocket keys and masks, from /dev/urandom.
+    ws_seed: u64,
+    /// WebSocket keys and masks made so far.
+    ws_count: u64,
     /// Body bytes per `churn` session.
     session_bytes: u64,
     /// `churn` clients (sessions in flight).
@@ -456,6 +507,12 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
             "--frame-bytes must be at least {HEADER_LEN} (the loadgen frame header)"
         ));
     }
+    if cfg.icy && cfg.websocket {
+        return Err("--icy and --websocket do not go together (WebSocket listeners get no ICY blocks)".into());
+    }
+    if cfg.websocket && cfg.http_version != HttpVersion::Http11 {
+        return Err("--websocket needs --http-version 1.1 (an upgrade is HTTP/1.1)".into());
+    }
     let need = cfg.clients as u64 + 64;
     sys::raise_nofile(need)?;
     if let Some((lo, hi)) = sys::local_port_range() {
@@ -526,6 +583,18 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
             body_bytes: 0,
             body: Body::UntilClose,
             checker: Checker::new(cfg.frame_bytes, 0),
+            ext: None,
+        })
+        .collect();
+    let requests_11: Vec<Vec<u8>> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            if cfg.icy {
+                crate::http::with_header(&t.request, "Icy-MetaData: 1")
+            } else {
+                t.request.clone()
+            }
         })
         .collect();
     let mut sh = Shared {
@@ -548,11 +617,13 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
         src_next: 0,
         burst,
         sync_limit: (64 * 1024u64).max(2 * frame + HEADER_LEN as u64),
-        requests_10: cfg
-            .targets
+        requests_10: requests_11
             .iter()
-            .map(|t| crate::http::http10_request(&t.request))
+            .map(|r| crate::http::http10_request(r))
             .collect(),
+        requests_11,
+        ws_seed: random_seed(),
+        ws_count: 0,
         session_bytes: cfg.session_bytes.unwrap_or(frame.max(1)),
         churners,
         session_secs: Vec::new(),
@@ -680,6 +751,21 @@ fn start_attempt(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) {
     c.pace_at = 0;
     c.body = Body::UntilClose;
     c.checker = Checker::new(cfg.frame_bytes, sh.sync_limit);
+    c.ext = None;
+    if cfg.websocket {
+        let n = sh.ws_count;
+        sh.ws_count += 1;
+        let key = crate::ws::key(crate::ws::key_bytes(sh.ws_seed, n));
+        let request = crate::ws::request(&target.path, &target.host, &key);
+        c.ext = Some(Box::new(Ext::Ws(WsConn {
+            key,
+            request,
+            parser: WsParser::new(),
+            binary: false,
+            msg_frames: 0,
+            close_sent: false,
+        })));
+    }
     match sys::connect_nonblocking(target.addr, src, cfg.rcvbuf) {
         Ok((fd, done)) => {
             let ev = sys::EV_IN | sys::EV_OUT | sys::EV_RDHUP | sys::EV_ET;
@@ -922,12 +1008,11 @@ fn on_event(conns: &mut [Conn], i: usize, bits: u32, sh: &mut Shared) {
 
 fn send_request(conns: &mut [Conn], i: usize, sh: &mut Shared) {
     let t = sh.now();
-    let cfg = sh.cfg;
     let c = &mut conns[i];
-    let req = if c.http10 {
-        &sh.requests_10[c.target as usize]
-    } else {
-        &cfg.targets[c.target as usize].request
+    let req = match c.ext.as_deref() {
+        Some(Ext::Ws(w)) => &w.request,
+        _ if c.http10 => &sh.requests_10[c.target as usize],
+        _ => &sh.requests_11[c.target as usize],
     };
     let Some(fd) = &c.fd else { return };
     while (c.req_off as usize) < req.len() {
@@ -995,10 +1080,44 @@ fn read_head(conns: &mut [Conn], i: usize, sh: &mut Shared) {
             return;
         }
     }
-    if !(200..300).contains(&head.status) {
+    let mut body_kind = head.body;
+    if let Some(Ext::Ws(w)) = c.ext.as_deref() {
+        if let Err(e) = crate::ws::check_handshake(&sh.buf[..head.len], head.status, &w.key) {
+            sh.c.ws.bad_handshakes += 1;
+            let msg = format!("{addr}: {e}");
+            fail(conns, i, sh, Failure::Http, msg, t);
+            return;
+        }
+        sh.c.ws.upgrades += 1;
+        // After the 101 the connection is the WebSocket's until it closes.
+        body_kind = BodyKind::UntilClose;
+    } else if !(200..300).contains(&head.status) {
         let msg = format!("{addr}: HTTP status {}", head.status);
         fail(conns, i, sh, Failure::Http, msg, t);
         return;
+    }
+    if sh.cfg.icy {
+        let metaint = match crate::http::icy_metaint(&sh.buf[..head.len]) {
+            Ok(Some(m)) if m > 0 => m,
+            Ok(_) => {
+                let msg = format!("{addr}: asked for ICY metadata, got no icy-metaint");
+                fail(conns, i, sh, Failure::Http, msg, t);
+                return;
+            }
+            Err(_) => {
+                let msg = format!("{addr}: malformed icy-metaint header");
+                fail(conns, i, sh, Failure::Http, msg, t);
+                return;
+            }
+        };
+        let icy = &mut sh.c.icy;
+        icy.responses_with_metaint += 1;
+        match icy.metaint {
+            None => icy.metaint = Some(metaint),
+            Some(m) if m != metaint => icy.metaint_mismatches += 1,
+            Some(_) => {}
+        }
+        c.ext = Some(Box::new(Ext::Icy(IcyDemux::new(metaint))));
     }
     c.headers_at = t;
     sh.tth.record((t - c.attempt_start) / 1000);
@@ -1010,7 +1129,7 @@ fn read_head(conns: &mut [Conn], i: usize, sh: &mut Shared) {
         }
     }
     sh.c.connected += 1;
-    c.body = match head.body {
+    c.body = match body_kind {
         BodyKind::UntilClose => Body::UntilClose,
         BodyKind::Length(n) => Body::Length(n),
         BodyKind::Chunked => Body::Chunked(Chunked::default()),
@@ -1133,24 +1252,31 @@ fn end_of_body(conns: &mut [Conn], i: usize, sh: &mut Shared, err: Option<io::Er
     fail(conns, i, sh, Failure::ClosedEarly, msg, t);
 }
 
-/// Processes `n` body bytes in `sh.buf` for client `i`, according to its body framing.
+/// Processes `n` body bytes in `sh.buf` for client `i`, according to its body framing
+/// and its mode.
 fn on_body_bytes(conns: &mut [Conn], i: usize, sh: &mut Shared, n: usize, recv_ns: u64, t: u64) {
     let c = &mut conns[i];
     let buf = std::mem::take(&mut sh.buf);
+    let mut ext = c.ext.take();
     let data = &buf[..n];
     let mut ended = false;
     let mut bad_chunking = false;
+    let mut protocol: Option<String> = None;
     match &mut c.body {
-        Body::UntilClose => check(c, sh, data, recv_ns, t),
+        Body::UntilClose => protocol = deliver(c, sh, &mut ext, data, recv_ns, t).err(),
         Body::Length(rem) => {
             let take = (*rem).min(n as u64) as usize;
             *rem -= take as u64;
             ended = *rem == 0;
-            check(c, sh, &data[..take], recv_ns, t);
+            protocol = deliver(c, sh, &mut ext, &data[..take], recv_ns, t).err();
         }
         Body::Chunked(dec) => {
             let mut dec2 = *dec;
-            let r = dec2.feed(data, &mut |d| check(c, sh, d, recv_ns, t));
+            let r = dec2.feed(data, &mut |d| {
+                if protocol.is_none() {
+                    protocol = deliver(c, sh, &mut ext, d, recv_ns, t).err();
+                }
+            });
             if let Body::Chunked(dec) = &mut c.body {
                 *dec = dec2;
             }
@@ -1160,23 +1286,210 @@ fn on_body_bytes(conns: &mut [Conn], i: usize, sh: &mut Shared, n: usize, recv_n
             }
         }
     }
+    c.ext = ext;
     sh.buf = buf;
-    if bad_chunking {
-        let msg = format!(
-            "{}: malformed chunked encoding",
-            sh.cfg.targets[conns[i].target as usize].addr
-        );
+    let addr = sh.cfg.targets[conns[i].target as usize].addr;
+    if let Some(why) = protocol {
+        let msg = format!("{addr}: {why}");
+        fail(conns, i, sh, Failure::Http, msg, t);
+    } else if bad_chunking {
+        let msg = format!("{addr}: malformed chunked encoding");
         fail(conns, i, sh, Failure::Http, msg, t);
     } else if ended {
         end_of_body(conns, i, sh, None);
     }
 }
 
-/// Feeds body bytes to the client's frame checker and records what it finds.
-fn check(c: &mut Conn, sh: &mut Shared, data: &[u8], recv_ns: u64, t: u64) {
-    if data.is_empty() {
-        return;
+/// Passes body bytes (after de-chunking) through the connection's mode to the frame
+/// checker: plain, the ICY demultiplexer (audio checked, blocks counted), or the WebSocket
+/// parser (message payloads checked, control frames answered). Err = a protocol error;
+/// the caller fails the connection.
+fn deliver(
+    c: &mut Conn,
+    sh: &mut Shared,
+    ext: &mut Option<Box<Ext>>,
+    data: &[u8],
+    recv_ns: u64,
+    t: u64,
+) -> Result<(), String> {
+    match ext.as_deref_mut() {
+        None => {
+            check(c, sh, data, recv_ns, t);
+            Ok(())
+        }
+        Some(Ext::Icy(d)) => {
+            let mut malformed = None;
+            let mut title_changed = false;
+            d.feed(data, &mut |ev| match ev {
+                IcyEvent::Audio(a) => {
+                    check(c, sh, a, recv_ns, t);
+                }
+                IcyEvent::Block {
+                    verdict,
+                    bytes,
+                    index,
+                } => {
+                    let m = &mut sh.c.icy;
+                    m.blocks += 1;
+                    m.metadata_bytes += bytes as u64;
+                    match verdict {
+                        Verdict::Unchanged => m.empty_blocks += 1,
+                        Verdict::Title { first, changed } => {
+                            m.title_blocks += 1;
+                            if first && index == 0 {
+                                m.first_blocks_with_title += 1;
+                            }
+                            if changed {
+                                m.title_changes += 1;
+                            } else if !first {
+                                m.title_repeats += 1;
+                            }
+                            title_changed |= changed || first;
+                        }
+                        Verdict::Malformed(k) => {
+                            m.malformed += 1;
+                            match k {
+                                Malformed::Unterminated => m.malformed_unterminated += 1,
+                                Malformed::Syntax => m.malformed_syntax += 1,
+                                Malformed::NoTitle => m.malformed_no_title += 1,
+                                Malformed::Padding => m.malformed_padding += 1,
+                                Malformed::Utf8Cut => m.malformed_utf8_cut += 1,
+                            }
+                            malformed = Some(k);
+                        }
+                    }
+                }
+            });
+            if let Some(k) = malformed {
+                let (title, len) = d.last_title();
+                let m = &mut sh.c.icy;
+                let e = format!("{}: title of {len} bytes starting {title:?}", k.name());
+                if m.malformed_examples.len() < MAX_EXAMPLES && !m.malformed_examples.contains(&e) {
+                    m.malformed_examples.push(e);
+                }
+            } else if title_changed {
+                let (title, _) = d.last_title();
+                if sh.c.icy.last_title.as_deref() != Some(title.as_str()) {
+                    sh.c.icy.last_title = Some(title);
+                }
+            }
+            Ok(())
+        }
+        Some(Ext::Ws(w)) => {
+            let WsConn {
+                parser,
+                binary,
+                msg_frames,
+                close_sent,
+                ..
+            } = w;
+            let seed = sh.ws_seed;
+            let r = parser.feed(data, &mut |ev| match ev {
+                WsEvent::Header(n) => sh.c.ws.header_bytes += n as u64,
+                WsEvent::MessageStart(op) => {
+                    sh.c.ws.messages += 1;
+                    *binary = op == crate::ws::op::BINARY;
+                    if !*binary {
+                        sh.c.ws.text_messages += 1;
+                    }
+                    *msg_frames = 0;
+                }
+                WsEvent::Data(d) => {
+                    if *binary {
+                        *msg_frames += check(c, sh, d, recv_ns, t);
+                    }
+                }
+                WsEvent::MessageEnd => {
+                    if *binary {
+                        let ws = &mut sh.c.ws;
+                        if *msg_frames == 0 && c.checker.before_first_frame() {
+                            ws.non_frame_messages += 1;
+                        } else if *msg_frames == 1 && !c.checker.mid_frame() {
+                            ws.whole_frame_messages += 1;
+                        } else {
+                            ws.split_messages += 1;
+                        }
+                    }
+                }
+                WsEvent::Ping(p) => {
+                    sh.c.ws.pings += 1;
+                    if !*close_sent {
+                        let mask = mask_for(seed, &mut sh.ws_count);
+                        let f = crate::ws::masked_frame(crate::ws::op::PONG, p, mask);
+                        if send_control(c, &f) {
+                            sh.c.ws.pongs_sent += 1;
+                        } else {
+                            sh.c.ws.control_send_failures += 1;
+                        }
+                    }
+                }
+                WsEvent::Pong => sh.c.ws.pongs_received += 1,
+                WsEvent::Close(code) => {
+                    sh.c.ws.closes_received += 1;
+                    if !*close_sent {
+                        *close_sent = true;
+                        let mask = mask_for(seed, &mut sh.ws_count);
+                        let payload = code.map(u16::to_be_bytes);
+                        let f = crate::ws::masked_frame(
+                            crate::ws::op::CLOSE,
+                            payload.as_ref().map_or(&[][..], |p| &p[..]),
+                            mask,
+                        );
+                        if send_control(c, &f) {
+                            sh.c.ws.closes_sent += 1;
+                        } else {
+                            sh.c.ws.control_send_failures += 1;
+                        }
+                    }
+                }
+            });
+            r.map_err(|e| {
+                sh.c.ws.protocol_errors += 1;
+                format!("WebSocket protocol error: {e}")
+            })
+        }
     }
+}
+
+/// A fresh masking key.
+fn mask_for(seed: u64, count: &mut u64) -> [u8; 4] {
+    let n = *count;
+    *count += 1;
+    let b = crate::ws::key_bytes(seed, n);
+    [b[0], b[1], b[2], b[3]]
+}
+
+/// Sends a small control frame whole, or reports that the socket did not take it all.
+fn send_control(c: &Conn, frame: &[u8]) -> bool {
+    let Some(fd) = &c.fd else { return false };
+    let mut off = 0;
+    while off < frame.len() {
+        match sys::send(fd, &frame[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// 64 random bits from /dev/urandom (the time when it cannot be read).
+fn random_seed() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => realtime_ns() ^ (std::process::id() as u64) << 32,
+    }
+}
+
+/// Feeds body bytes to the client's frame checker and records what it finds; returns
+/// how many frames (good or corrupt) ended in `data`.
+fn check(c: &mut Conn, sh: &mut Shared, data: &[u8], recv_ns: u64, t: u64) -> u32 {
+    if data.is_empty() {
+        return 0;
+    }
+    let mut ended = 0u32;
     if c.body_bytes == 0 {
         c.first_byte_at = t;
     }
@@ -1218,6 +1531,7 @@ fn check(c: &mut Conn, sh: &mut Shared, data: &[u8], recv_ns: u64, t: u64) {
     };
     checker.feed(data, &mut |ev| match ev {
         Event::Frame(h) => {
+            ended += 1;
             counters.frames += 1;
             class.frames += 1;
             let us = recv_ns.saturating_sub(h.send_ns) / 1000;
@@ -1241,6 +1555,7 @@ fn check(c: &mut Conn, sh: &mut Shared, data: &[u8], recv_ns: u64, t: u64) {
             class.skipped += n;
         }
         Event::Corrupt(k) => {
+            ended += 1;
             match k {
                 Corruption::BadHeader => counters.bad_header += 1,
                 Corruption::Checksum => counters.checksum += 1,
@@ -1256,6 +1571,7 @@ fn check(c: &mut Conn, sh: &mut Shared, data: &[u8], recv_ns: u64, t: u64) {
             first(*first_byte_at, class, counters);
         }
     });
+    ended
 }
 
 /// Once-a-second progress on stderr.
@@ -1404,6 +1720,33 @@ fn build_report(
     if r.frames.corrupt > 0 {
         r.failures
             .push(format!("{} corrupt frame(s)", r.frames.corrupt));
+    }
+    if cfg.icy {
+        let m = c.icy.clone();
+        if m.malformed > 0 {
+            r.failures.push(format!(
+                "{} malformed ICY metadata block(s), e.g. {}",
+                m.malformed,
+                m.malformed_examples.first().map_or("", String::as_str)
+            ));
+        }
+        r.icy = Some(m);
+    }
+    if cfg.websocket {
+        let w = c.ws.clone();
+        if w.split_messages > 0 {
+            r.failures.push(format!(
+                "{} WebSocket message(s) not holding exactly one whole frame",
+                w.split_messages
+            ));
+        }
+        if w.protocol_errors > 0 {
+            r.failures.push(format!(
+                "{} WebSocket protocol error(s)",
+                w.protocol_errors
+            ));
+        }
+        r.websocket = Some(w);
     }
     if r.clients.failed_fraction > cfg.max_failed_fraction {
         r.failures.push(format!(

@@ -386,6 +386,12 @@ impl Checker {
         self.state == State::Passthrough
     }
 
+    /// True while the checker has not found the body's first frame yet (it is still
+    /// skipping a stream header), or knows the body is not a test stream.
+    pub fn before_first_frame(&self) -> bool {
+        matches!(self.state, State::Sync { .. } | State::Passthrough)
+    }
+
     /// True when the checker stopped inside a frame (or its header): a body that ends
     /// here ended with a truncated frame.
     pub fn mid_frame(&self) -> bool {

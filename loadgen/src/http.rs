@@ -14,13 +14,19 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The complete GET request for this URL.
     pub request: Vec<u8>,
+    /// The request path (with its query).
+    pub path: String,
+    /// The authority (`host:port` as given), for `Host:`.
+    pub host: String,
 }
 
-/// Parses `http://host[:port][/path]`. Only plain http is supported.
+/// Parses `http://host[:port][/path]` (or `ws://`, the same on the wire until the
+/// upgrade). Only plain http is supported.
 pub fn parse_url(url: &str) -> Result<Target, String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("--url {url}: only http:// URLs are supported"))?;
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| format!("--url {url}: only http:// (and ws://) URLs are supported"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -53,6 +59,8 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         url: url.to_string(),
         addr,
         request,
+        path: path.to_string(),
+        host: authority.to_string(),
     })
 }
 
@@ -166,7 +174,48 @@ pub fn parse_head(b: &[u8]) -> Result<Option<Head>, HeadError> {
     }))
 }
 
-fn trim(mut v: &[u8]) -> &[u8] {
+/// The values of every header `name` (case-insensitive) in a response head's bytes,
+/// trimmed; the status line is skipped.
+pub fn header_values<'a>(head: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let end = find_head_end(head).unwrap_or(head.len());
+    head[..end]
+        .split(|&c| c == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter_map(move |l| {
+            let colon = l.iter().position(|&c| c == b':')?;
+            l[..colon]
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| trim(&l[colon + 1..]))
+        })
+}
+
+/// The `icy-metaint` of a response head: None when absent, Err when not a number.
+pub fn icy_metaint(head: &[u8]) -> Result<Option<u32>, HeadError> {
+    match header_values(head, "icy-metaint").next() {
+        None => Ok(None),
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .map(Some)
+            .ok_or(HeadError::BadHeader),
+    }
+}
+
+/// `request` with `line` (a header line without its CRLF) added before the blank line
+/// that ends it.
+pub fn with_header(request: &[u8], line: &str) -> Vec<u8> {
+    let mut out = request.to_vec();
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+    out
+}
+
+/// Strips spaces and tabs at both ends.
+pub fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
@@ -345,6 +394,22 @@ mod tests {
             b"GET / HTTP/1.0\r\n\r\n"
         );
         assert_eq!(http10_request(b"junk"), b"junk");
+    }
+
+    #[test]
+    fn header_lookup_and_additions() {
+        let h = b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nicy-metaint: 16000\r\nX-A: 1\r\nx-a:  2 \r\n\r\nicy-metaint: 5";
+        assert_eq!(icy_metaint(h), Ok(Some(16000)));
+        let v: Vec<&[u8]> = header_values(h, "X-A").collect();
+        assert_eq!(v, vec![&b"1"[..], &b"2"[..]]);
+        assert_eq!(icy_metaint(b"HTTP/1.1 200 OK\r\n\r\n"), Ok(None));
+        assert_eq!(
+            icy_metaint(b"HTTP/1.1 200 OK\r\nIcy-MetaInt: x\r\n\r\n"),
+            Err(HeadError::BadHeader)
+        );
+        let t = parse_url("http://127.0.0.1:8000/live").unwrap();
+        let r = String::from_utf8(with_header(&t.request, "Icy-MetaData: 1")).unwrap();
+        assert!(r.ends_with("Accept: */*\r\nIcy-MetaData: 1\r\n\r\n"), "{r}");
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`source`]: `loadgen source`: frames paced against absolute deadlines.
 //! - [`clients`]: `loadgen clients`: the single-threaded epoll client engine.
 //! - [`http`]: URLs, the GET request, response heads, chunked decoding.
+//! - [`icy`]: `--icy`: ICY metadata blocks split from the audio and checked.
+//! - [`ws`]: `--websocket`: the RFC 6455 handshake and a streaming parser of server frames.
 //! - [`stats`]: histograms and the [`stats::Report`] written as JSON and as a summary.
 //! - [`parse`]: command-line value parsers (durations, `--mix`, address ranges).
 //! - [`sys`]: every `unsafe` libc call (epoll, sockets, rlimits, rusage, signals).
@@ -30,7 +32,9 @@
 pub mod clients;
 pub mod frame;
 pub mod http;
+pub mod icy;
 pub mod parse;
 pub mod source;
 pub mod stats;
 pub mod sys;
+pub mod ws;

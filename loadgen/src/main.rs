@@ -97,6 +97,15 @@ struct ClientsArgs {
     /// pairs, so that with --close mix every pairing of version and close occurs).
     #[arg(long, default_value = "1.1", value_parser = parse::http_version)]
     http_version: clients::HttpVersion,
+    /// Ask for ICY metadata (`Icy-MetaData: 1`): the response must have `icy-metaint`;
+    /// every metadata block is stripped and checked (malformed blocks are errors), titles
+    /// and changes are counted, and only the audio bytes are frame-checked.
+    #[arg(long)]
+    icy: bool,
+    /// Listen over WebSocket (RFC 6455 upgrade, random key, Sec-WebSocket-Accept checked):
+    /// every binary message must be one whole frame; pings are answered, closes too.
+    #[arg(long)]
+    websocket: bool,
     /// Expected frame length; frames of another length count as corrupt.
     #[arg(long)]
     frame_bytes: Option<u32>,
@@ -198,6 +207,8 @@ fn clients_config(a: &ClientsArgs) -> Result<ClientsConfig, String> {
     }
     cfg.session_rate = a.session_rate;
     cfg.http_version = a.http_version;
+    cfg.icy = a.icy;
+    cfg.websocket = a.websocket || a.urls.iter().any(|u| u.starts_with("ws://"));
     Ok(cfg)
 }
 

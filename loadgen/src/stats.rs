@@ -127,6 +127,10 @@ pub struct Report {
     pub classes: Vec<ClassReport>,
     /// Short `churn` sessions (all zero when no client churns).
     pub sessions: SessionCounts,
+    /// ICY metadata (`--icy`; None without it).
+    pub icy: Option<IcyCounts>,
+    /// WebSocket delivery (`--websocket`; None without it).
+    pub websocket: Option<WsCounts>,
     /// loadgen's own resource use.
     pub loadgen: SelfUsage,
     /// True when no frame was corrupt and failed clients stayed within tolerance.
@@ -213,6 +217,86 @@ pub struct FrameCounts {
     pub url_stream_mismatch: u64,
     /// Sequence numbers going backwards (source restarted).
     pub seq_resets: u64,
+}
+
+/// `--icy`: the metadata blocks every listener got (all connections together). With
+/// `--icy`, `data.bytes` counts audio bytes only; the blocks are `metadata_bytes`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IcyCounts {
+    /// The `icy-metaint` of the first response that had one.
+    pub metaint: Option<u32>,
+    /// Responses with an `icy-metaint` header (every one must have it: one without is
+    /// an HTTP error).
+    pub responses_with_metaint: u64,
+    /// Responses whose `icy-metaint` differed from the first one's.
+    pub metaint_mismatches: u64,
+    /// Blocks received (length bytes read), malformed ones included.
+    pub blocks: u64,
+    /// Blocks of one zero byte: nothing changed.
+    pub empty_blocks: u64,
+    /// Well-formed blocks with a title.
+    pub title_blocks: u64,
+    /// Connections whose first block carried a title.
+    pub first_blocks_with_title: u64,
+    /// Title blocks that differed from the connection's previous title.
+    pub title_changes: u64,
+    /// Title blocks repeating the connection's previous title.
+    pub title_repeats: u64,
+    /// Malformed blocks (all kinds below): errors.
+    pub malformed: u64,
+    /// Blocks that end inside a key or a value (no closing `';`).
+    pub malformed_unterminated: u64,
+    /// Blocks that are not `Key='value';` fields and zero padding.
+    pub malformed_syntax: u64,
+    /// Blocks whose first field is not StreamTitle.
+    pub malformed_no_title: u64,
+    /// Blocks of zeros only, or with 16 or more bytes of padding.
+    pub malformed_padding: u64,
+    /// UTF-8 titles cut inside a character.
+    pub malformed_utf8_cut: u64,
+    /// Length bytes and block payloads together.
+    pub metadata_bytes: u64,
+    /// The start of the last title that changed (up to 48 bytes) and its length in bytes.
+    pub last_title: Option<String>,
+    /// Up to 8 malformed blocks: kind, the title's start and its length.
+    pub malformed_examples: Vec<String>,
+}
+
+/// `--websocket`: what the listeners' WebSocket connections carried.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WsCounts {
+    /// Handshakes completed (101 with the right `Sec-WebSocket-Accept`).
+    pub upgrades: u64,
+    /// Handshakes refused or wrong (counted as HTTP errors too).
+    pub bad_handshakes: u64,
+    /// Data messages (binary and text).
+    pub messages: u64,
+    /// Text messages (not expected of a stream; their payload is not checked).
+    pub text_messages: u64,
+    /// Binary messages holding exactly one whole frame of the test stream.
+    pub whole_frame_messages: u64,
+    /// Binary messages before the first frame (a stream header) or of a body that is not
+    /// a test stream: not checked against frames.
+    pub non_frame_messages: u64,
+    /// Binary messages holding part of a frame, or more than one: errors.
+    pub split_messages: u64,
+    /// Frame header bytes (framing overhead, not in `data.bytes`).
+    pub header_bytes: u64,
+    /// Pings received; each was answered with a masked pong.
+    pub pings: u64,
+    /// Pongs sent.
+    pub pongs_sent: u64,
+    /// Pongs received.
+    pub pongs_received: u64,
+    /// Close frames received; each was answered with a masked close.
+    pub closes_received: u64,
+    /// Close frames sent.
+    pub closes_sent: u64,
+    /// Control frames that could not be sent at once (socket full).
+    pub control_send_failures: u64,
+    /// Frames that break RFC 6455 (masked, reserved bits, bad lengths, ...): errors; the
+    /// connection is failed.
+    pub protocol_errors: u64,
 }
 
 /// `churn` sessions: connect, head, a little body, close, again.
@@ -364,6 +448,42 @@ impl Report {
             opt(self.all_headers_ms),
             opt(self.all_first_frame_ms)
         );
+        if let Some(m) = &self.icy {
+            let _ = writeln!(
+                s,
+                "  icy: metaint {}, {} blocks ({} empty, {} titles: {} first, {} changes, {} repeats), {} malformed, {:.1} kB of metadata; last title {:?}",
+                m.metaint.map_or("none".to_string(), |v| v.to_string()),
+                m.blocks,
+                m.empty_blocks,
+                m.title_blocks,
+                m.first_blocks_with_title,
+                m.title_changes,
+                m.title_repeats,
+                m.malformed,
+                m.metadata_bytes as f64 / 1e3,
+                m.last_title.as_deref().unwrap_or("")
+            );
+            for e in &m.malformed_examples {
+                let _ = writeln!(s, "    malformed block: {e}");
+            }
+        }
+        if let Some(w) = &self.websocket {
+            let _ = writeln!(
+                s,
+                "  websocket: {} upgrades ({} bad), {} messages: {} whole frames, {} split, {} before frames, {} text; {} pings, {} pongs sent, {} closes received, {} protocol errors",
+                w.upgrades,
+                w.bad_handshakes,
+                w.messages,
+                w.whole_frame_messages,
+                w.split_messages,
+                w.non_frame_messages,
+                w.text_messages,
+                w.pings,
+                w.pongs_sent,
+                w.closes_received,
+                w.protocol_errors
+            );
+        }
         let ss = &self.sessions;
         if ss.clients > 0 {
             let _ = writeln!(
