@@ -1331,6 +1331,9 @@ fn deliver(
                 } => {
                     let m = &mut sh.c.icy;
                     m.blocks += 1;
+                    if index == 0 {
+                        m.connections_with_blocks += 1;
+                    }
                     m.metadata_bytes += bytes as u64;
                     match verdict {
                         Verdict::Unchanged => m.empty_blocks += 1,

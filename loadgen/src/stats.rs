@@ -232,6 +232,8 @@ pub struct IcyCounts {
     pub metaint_mismatches: u64,
     /// Blocks received (length bytes read), malformed ones included.
     pub blocks: u64,
+    /// Connections that got at least one block.
+    pub connections_with_blocks: u64,
     /// Blocks of one zero byte: nothing changed.
     pub empty_blocks: u64,
     /// Well-formed blocks with a title.
