@@ -142,8 +142,7 @@ struct IcyProbe {
 
 impl IcyProbe {
     fn new(server: &common::Server) -> IcyProbe {
-        let client =
-            server.request("GET /live HTTP/1.1\r\nHost: t\r\nIcy-MetaData: 1\r\n\r\n");
+        let client = server.request("GET /live HTTP/1.1\r\nHost: t\r\nIcy-MetaData: 1\r\n\r\n");
         assert!(
             client.status_line().contains("200"),
             "{}",
@@ -203,7 +202,10 @@ impl IcyProbe {
                 return b;
             }
         }
-        panic!("no block starting {:?} within {timeout:?}", String::from_utf8_lossy(prefix));
+        panic!(
+            "no block starting {:?} within {timeout:?}",
+            String::from_utf8_lossy(prefix)
+        );
     }
 
     /// Reads on until `frames` more frames' worth of audio has arrived.
@@ -291,7 +293,10 @@ fn icy_listeners_see_the_title_change_and_only_whole_frames() {
     let (line, body) = set_title(&server, second);
     assert!(line.contains("200"), "title update: {line}\n{body}");
     probe.wait_title(|t| t == second, common::WAIT);
-    eprintln!("the probe saw the new title {:?} after the update", t_change.elapsed());
+    eprintln!(
+        "the probe saw the new title {:?} after the update",
+        t_change.elapsed()
+    );
     // Three more seconds of the stream for every reader to get the new title.
     probe.read_frames(300);
     stop.store(true, Ordering::Relaxed);
@@ -313,7 +318,10 @@ fn icy_listeners_see_the_title_change_and_only_whole_frames() {
         "every response must carry icy-metaint:\n{summary}"
     );
     // A listener's first block carries the current title.
-    assert!(icy.connections_with_blocks >= (CLIENTS - counts(MIX)[4]) as u64, "{summary}");
+    assert!(
+        icy.connections_with_blocks >= (CLIENTS - counts(MIX)[4]) as u64,
+        "{summary}"
+    );
     assert_eq!(
         icy.first_blocks_with_title, icy.connections_with_blocks,
         "some connection's first block had no title:\n{summary}"
@@ -388,12 +396,21 @@ fn a_long_non_latin1_title_reaches_loadgen_well_formed() {
     let sent = stream_title(&payload).unwrap_or_else(|| {
         panic!("the block is not StreamTitle='...'; and padding; its text ends {tail:?}")
     });
-    eprintln!("title {} bytes ({} characters)", sent.len(), sent.chars().count());
-    assert!(long.starts_with(&sent), "the title was not cut at a character boundary");
+    eprintln!(
+        "title {} bytes ({} characters)",
+        sent.len(),
+        sent.chars().count()
+    );
+    assert!(
+        long.starts_with(&sent),
+        "the title was not cut at a character boundary"
+    );
     assert!(payload.len() <= 255 * 16);
     assert!(icy.title_changes >= 20, "{summary}");
     assert!(
-        icy.last_title.as_deref().is_some_and(|t| t.starts_with("東東東")),
+        icy.last_title
+            .as_deref()
+            .is_some_and(|t| t.starts_with("東東東")),
         "{summary}"
     );
     assert_eq!(report.frames.corrupt, 0, "{summary}");
@@ -406,7 +423,11 @@ fn websocket_listeners_get_one_whole_frame_per_message() {
     let (mut server, _feed) = start(&dir, None);
     // The stream flows: a plain listener gets a whole frame first.
     let mut plain = server.get_path("/live");
-    assert!(plain.status_line().contains("200"), "{}", plain.status_line());
+    assert!(
+        plain.status_line().contains("200"),
+        "{}",
+        plain.status_line()
+    );
     let f = plain.read_body(FRAME, common::WAIT);
     assert_eq!(
         loadgen::frame::verify(&f).expect("a whole frame").stream_id,
@@ -428,7 +449,10 @@ fn websocket_listeners_get_one_whole_frame_per_message() {
     assert_eq!(ws.upgrades, report.time_to_headers_us.count, "{summary}");
     assert!(ws.upgrades >= CLIENTS as u64, "{summary}");
     assert_eq!(ws.protocol_errors, 0, "{summary}");
-    assert_eq!(ws.split_messages, 0, "messages that are not one whole frame:\n{summary}");
+    assert_eq!(
+        ws.split_messages, 0,
+        "messages that are not one whole frame:\n{summary}"
+    );
     assert_eq!(ws.non_frame_messages, 0, "{summary}");
     assert_eq!(ws.text_messages, 0, "{summary}");
     assert_eq!(report.frames.corrupt, 0, "corrupt frames:\n{summary}");

@@ -54,11 +54,11 @@ use std::time::{Duration, Instant};
 use crate::frame::{Checker, Corruption, Event, HEADER_LEN};
 use crate::http::{parse_head, BodyKind, Chunked, Target, MAX_HEAD};
 use crate::icy::{IcyDemux, IcyEvent, Malformed, Verdict};
-use crate::ws::{WsEvent, WsParser};
 use crate::parse::MixEntry;
 use crate::source::realtime_ns;
 use crate::stats::{ClassReport, Hist, IcyCounts, Report, SessionCounts, WsCounts};
 use crate::sys::{self, Epoll};
+use crate::ws::{WsEvent, WsParser};
 
 /// What one client does with its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,7 +508,10 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
         ));
     }
     if cfg.icy && cfg.websocket {
-        return Err("--icy and --websocket do not go together (WebSocket listeners get no ICY blocks)".into());
+        return Err(
+            "--icy and --websocket do not go together (WebSocket listeners get no ICY blocks)"
+                .into(),
+        );
     }
     if cfg.websocket && cfg.http_version != HttpVersion::Http11 {
         return Err("--websocket needs --http-version 1.1 (an upgrade is HTTP/1.1)".into());
@@ -1744,10 +1747,8 @@ fn build_report(
             ));
         }
         if w.protocol_errors > 0 {
-            r.failures.push(format!(
-                "{} WebSocket protocol error(s)",
-                w.protocol_errors
-            ));
+            r.failures
+                .push(format!("{} WebSocket protocol error(s)", w.protocol_errors));
         }
         r.websocket = Some(w);
     }

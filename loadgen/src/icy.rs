@@ -203,7 +203,8 @@ impl BlockCheck {
                 if b == 0 {
                     self.field = Field::CutPadding;
                 } else if b == b'=' {
-                    if self.fields == 0 && !(self.key_ok && self.key_pos as usize == TITLE_KEY.len())
+                    if self.fields == 0
+                        && !(self.key_ok && self.key_pos as usize == TITLE_KEY.len())
                     {
                         self.fail(Malformed::NoTitle);
                     }

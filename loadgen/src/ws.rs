@@ -563,7 +563,10 @@ mod tests {
             err(&[0x82, 127, 0, 0, 0, 0, 0x10, 0, 0, 0]),
             Err(WsError::TooBig(1 << 28))
         );
-        assert_eq!(err(&frame(true, op::CONTINUATION, b"x")), Err(WsError::Fragmentation));
+        assert_eq!(
+            err(&frame(true, op::CONTINUATION, b"x")),
+            Err(WsError::Fragmentation)
+        );
         let mut two = frame(false, op::BINARY, b"a");
         two.extend(frame(true, op::BINARY, b"b"));
         assert_eq!(err(&two), Err(WsError::Fragmentation));

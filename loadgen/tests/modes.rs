@@ -109,8 +109,10 @@ fn serve_one(mut s: TcpStream, mode: Mode, left: Duration, seen: &Seen) -> io::R
                 seen.bad_requests.fetch_add(1, Ordering::Relaxed);
             }
             s.write_all(
-                format!("HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nicy-metaint: {METAINT}\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nicy-metaint: {METAINT}\r\n\r\n"
+                )
+                .as_bytes(),
             )?;
             let mut w = IcyWriter {
                 out: &mut s,
@@ -170,7 +172,11 @@ fn read_client_frames(mut r: TcpStream, seen: &Seen) {
         match r.read(&mut b) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&b[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => continue,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                continue
+            }
             Err(_) => return,
         }
         while buf.len() >= 2 {
@@ -309,7 +315,12 @@ impl Write for WsWriter<'_> {
     }
 }
 
-fn run_against(mode: Mode, n: usize, secs: f64, cfg_fn: impl Fn(&mut ClientsConfig)) -> (Report, Arc<Seen>) {
+fn run_against(
+    mode: Mode,
+    n: usize,
+    secs: f64,
+    cfg_fn: impl Fn(&mut ClientsConfig),
+) -> (Report, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let serve_for = Duration::from_secs_f64(secs + 2.0);
@@ -347,7 +358,10 @@ fn icy_blocks_are_stripped_checked_and_counted() {
     assert_eq!(m.empty_blocks, m.blocks - 20);
     // Audio only in data.bytes; the blocks are counted apart.
     assert!(r.data.bytes >= 10 * 10 * METAINT as u64, "{}", r.data.bytes);
-    assert_eq!(m.metadata_bytes, m.empty_blocks + 10 * (1 + 32) + 10 * (1 + 48));
+    assert_eq!(
+        m.metadata_bytes,
+        m.empty_blocks + 10 * (1 + 32) + 10 * (1 + 48)
+    );
     assert!(r.passed, "{:?}", r.failures);
 }
 
@@ -358,10 +372,18 @@ fn a_cut_utf8_title_is_a_malformed_block() {
     let m = r.icy.as_ref().unwrap();
     assert_eq!(m.malformed, 3, "{m:?}");
     assert_eq!(m.malformed_utf8_cut, 3);
-    assert!(m.malformed_examples[0].contains("東"), "{:?}", m.malformed_examples);
+    assert!(
+        m.malformed_examples[0].contains("東"),
+        "{:?}",
+        m.malformed_examples
+    );
     assert_eq!(r.frames.corrupt, 0);
     assert!(!r.passed);
-    assert!(r.failures.iter().any(|f| f.contains("malformed ICY")), "{:?}", r.failures);
+    assert!(
+        r.failures.iter().any(|f| f.contains("malformed ICY")),
+        "{:?}",
+        r.failures
+    );
 }
 
 #[test]
@@ -378,14 +400,21 @@ fn icy_without_metaint_is_an_http_error() {
             thread::sleep(Duration::from_millis(300));
         }
     });
-    let mut cfg = ClientsConfig::new(vec![parse_url(&format!("http://127.0.0.1:{port}/")).unwrap()], 1);
+    let mut cfg = ClientsConfig::new(
+        vec![parse_url(&format!("http://127.0.0.1:{port}/")).unwrap()],
+        1,
+    );
     cfg.duration = Duration::from_millis(600);
     cfg.retry_delay = Duration::from_secs(5);
     cfg.icy = true;
     let r = clients::run(&cfg, &AtomicBool::new(false)).unwrap();
     server.join().unwrap();
     assert_eq!(r.connections.http_errors, 1);
-    assert!(r.connections.error_examples[0].contains("icy-metaint"), "{:?}", r.connections.error_examples);
+    assert!(
+        r.connections.error_examples[0].contains("icy-metaint"),
+        "{:?}",
+        r.connections.error_examples
+    );
     assert!(!r.passed);
 }
 
@@ -427,12 +456,20 @@ fn websocket_split_frames_and_masked_frames_fail() {
     let w = r.websocket.as_ref().unwrap();
     assert!(w.split_messages >= 6, "{w:?}");
     assert!(!r.passed);
-    assert!(r.failures.iter().any(|f| f.contains("one whole frame")), "{:?}", r.failures);
+    assert!(
+        r.failures.iter().any(|f| f.contains("one whole frame")),
+        "{:?}",
+        r.failures
+    );
 
     let (r, _) = run_against(Mode::WsMasked, 3, 1.0, |c| c.websocket = true);
     let w = r.websocket.as_ref().unwrap();
     assert!(w.protocol_errors >= 3, "{w:?}");
-    assert!(r.connections.error_examples.iter().any(|e| e.contains("masked")));
+    assert!(r
+        .connections
+        .error_examples
+        .iter()
+        .any(|e| e.contains("masked")));
     assert!(!r.passed);
 }
 
