@@ -14,19 +14,21 @@
 //!   checked frame.
 //!
 //! The test's own ICY reader ([`IcyProbe`]) splits blocks with plain blocking reads,
-//! independently of loadgen's parser, and is what the test waits on: a title change is
-//! seen when the server sends it, and "3 s later" is 300 frames of the paced stream later.
+//! independently of loadgen's parser. The test waits on conditions, never on time:
+//! loadgen's live counters ([`LiveCounts`]: first titles and title changes per behaviour)
+//! say when its readers have had the first title and then the change, and the probe says
+//! when the server sent a title.
 
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use loadgen::clients::{self, ClientsConfig};
+use loadgen::clients::{self, ClientsConfig, LiveCounts};
 use loadgen::http::parse_url;
 use loadgen::source::{self, SourceConfig};
 use loadgen::stats::Report;
@@ -250,7 +252,7 @@ fn config(server: &common::Server, mix: &str) -> ClientsConfig {
     cfg.frame_bytes = Some(FRAME as u32);
     cfg.mix = loadgen::parse::mix(mix, RATE).expect("mix");
     cfg.connect_timeout = Duration::from_secs(15);
-    cfg.reconnect_after = Duration::from_millis(1500);
+    cfg.reconnect_after = Duration::from_secs(1);
     cfg.session_bytes = Some(2 * METAINT as u64);
     cfg
 }
@@ -276,19 +278,24 @@ fn icy_listeners_see_the_title_change_and_only_whole_frames() {
     assert_eq!(stream_title(&b).as_deref(), Some(first));
 
     let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(LiveCounts::new(5));
     let mut cfg = config(&server, MIX);
     cfg.icy = true;
+    cfg.live = Some(live.clone());
     let run = loadgen_thread(cfg, stop.clone());
-    // Every client connected (reconnect and churn clients come and go: most of them),
-    // and one more second of stream so that each has had its first block.
-    let persistent = CLIENTS - counts(MIX)[2] - counts(MIX)[3];
+    // The fast and paced readers (classes 0 and 1, connected once for the whole run)
+    // have all had their first block, with the first title.
+    let (fast, paced) = (counts(MIX)[0] as u64, counts(MIX)[1] as u64);
+    let got = |v: &[AtomicU64]| (LiveCounts::get(v, 0), LiveCounts::get(v, 1));
     assert!(
-        common::wait_until(Duration::from_secs(30), || listeners(&server)
-            >= persistent as u64 + 1),
-        "loadgen clients did not connect: {} listeners",
+        common::wait_until(Duration::from_secs(40), || {
+            let (f, p) = got(&live.first_titles);
+            f >= fast && p >= paced
+        }),
+        "the fast and paced readers did not all get a first title: {:?} of ({fast}, {paced}); {} listeners",
+        got(&live.first_titles),
         listeners(&server)
     );
-    probe.read_frames(100);
     let t_change = Instant::now();
     let (line, body) = set_title(&server, second);
     assert!(line.contains("200"), "title update: {line}\n{body}");
@@ -297,13 +304,28 @@ fn icy_listeners_see_the_title_change_and_only_whole_frames() {
         "the probe saw the new title {:?} after the update",
         t_change.elapsed()
     );
-    // Three more seconds of the stream for every reader to get the new title.
-    probe.read_frames(300);
+    // Every one of them sees the change.
+    let all_changed = common::wait_until(Duration::from_secs(40), || {
+        let (f, p) = got(&live.title_changes);
+        f >= fast && p >= paced
+    });
+    eprintln!(
+        "the fast and paced readers saw the change {:?} after the update",
+        t_change.elapsed()
+    );
+    // Two more seconds of stream: reconnects (every 1 s) and churn sessions after the
+    // change get the new title first.
+    probe.read_frames(200);
     stop.store(true, Ordering::Relaxed);
     let report = run.join().expect("loadgen thread");
     let summary = report.human();
     eprintln!("{summary}");
     assert!(server.running(), "ringcast exited:\n{summary}");
+    assert!(
+        all_changed,
+        "not every fast and paced reader saw the title change: {:?} of ({fast}, {paced}):\n{summary}",
+        got(&live.title_changes)
+    );
 
     let icy = report.icy.as_ref().expect("an icy section");
     assert_eq!(icy.metaint, Some(METAINT as u32), "{summary}");
@@ -326,14 +348,16 @@ fn icy_listeners_see_the_title_change_and_only_whole_frames() {
         icy.first_blocks_with_title, icy.connections_with_blocks,
         "some connection's first block had no title:\n{summary}"
     );
-    // The fast and paced readers were connected across the change: each saw it (the
+    // The fast and paced readers were connected across the change: each saw it once (the
     // reconnect and churn ones that connected after it got the new title first).
-    let long_lived = (counts(MIX)[0] + counts(MIX)[1]) as u64;
-    assert!(
-        icy.title_changes >= long_lived,
-        "{} title changes for {long_lived} long-lived readers:\n{summary}",
-        icy.title_changes
+    assert!(icy.title_changes >= fast + paced, "{summary}");
+    assert_eq!(
+        got(&live.title_changes),
+        (fast, paced),
+        "a reader saw more than one change:\n{summary}"
     );
+    // ringcast sends a title once per change, zero bytes in between.
+    assert_eq!(icy.title_repeats, 0, "{summary}");
     assert_eq!(icy.last_title.as_deref(), Some(second), "{summary}");
     // Blocks every METAINT audio bytes: at least one per METAINT bytes read (minus one per
     // connection for the part after its last block).
@@ -359,21 +383,30 @@ fn a_long_non_latin1_title_reaches_loadgen_well_formed() {
     probe.wait_title(|t| t == "Kurz", common::WAIT);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(LiveCounts::new(2));
     let mut cfg = config(&server, "fast=0.5,paced=0.5");
     cfg.clients = 20;
     cfg.icy = true;
+    cfg.live = Some(live.clone());
     let run = loadgen_thread(cfg, stop.clone());
+    let both = |v: &[AtomicU64]| LiveCounts::get(v, 0) + LiveCounts::get(v, 1);
     assert!(
-        common::wait_until(Duration::from_secs(30), || listeners(&server) >= 21),
-        "loadgen clients did not connect"
+        common::wait_until(Duration::from_secs(40), || both(&live.first_titles) >= 20),
+        "loadgen's 20 clients did not all get a first title: {}; {} listeners",
+        both(&live.first_titles),
+        listeners(&server)
     );
-    probe.read_frames(50);
     // 1,400 three-byte characters: 4,200 bytes, more than the 4,080 a block holds.
     let long = "東".repeat(1400);
     let tmp = dir.write("title.tmp", format!("{long}\n"));
     std::fs::rename(&tmp, &title_file).expect("rename the title file");
     let payload = probe.wait_block("StreamTitle='東東東".as_bytes(), common::WAIT);
-    probe.read_frames(200);
+    // Every loadgen client has had the long title's block (well-formed or not: a
+    // malformed one counts as no change).
+    let all_got = common::wait_until(Duration::from_secs(40), || {
+        both(&live.title_changes) + live.malformed.load(Ordering::Relaxed) >= 20
+    });
+    probe.read_frames(20);
     stop.store(true, Ordering::Relaxed);
     let report = run.join().expect("loadgen thread");
     let summary = report.human();
@@ -406,7 +439,11 @@ fn a_long_non_latin1_title_reaches_loadgen_well_formed() {
         "the title was not cut at a character boundary"
     );
     assert!(payload.len() <= 255 * 16);
-    assert!(icy.title_changes >= 20, "{summary}");
+    assert!(
+        all_got,
+        "not all 20 loadgen clients got the long title:\n{summary}"
+    );
+    assert_eq!(icy.title_changes, 20, "{summary}");
     assert!(
         icy.last_title
             .as_deref()

@@ -48,7 +48,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::frame::{Checker, Corruption, Event, HEADER_LEN};
@@ -187,6 +188,36 @@ pub struct ClientsConfig {
     pub icy: bool,
     /// Connect with a WebSocket upgrade and read binary messages.
     pub websocket: bool,
+    /// Counters updated while the run goes on, for a caller to wait on (tests).
+    pub live: Option<Arc<LiveCounts>>,
+}
+
+/// Figures a caller can watch while a run goes on (a test waits on them instead of
+/// guessing how long loadgen needs), per behaviour class in `mix` order.
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    /// `--icy`: connections whose first block carried a title.
+    pub first_titles: Vec<AtomicU64>,
+    /// `--icy`: title changes seen.
+    pub title_changes: Vec<AtomicU64>,
+    /// `--icy`: malformed blocks, all classes.
+    pub malformed: AtomicU64,
+}
+
+impl LiveCounts {
+    /// Zeroed counters for `classes` behaviour classes.
+    pub fn new(classes: usize) -> Self {
+        LiveCounts {
+            first_titles: (0..classes).map(|_| AtomicU64::new(0)).collect(),
+            title_changes: (0..classes).map(|_| AtomicU64::new(0)).collect(),
+            malformed: AtomicU64::new(0),
+        }
+    }
+
+    /// The current value of `v[class]` (0 for a class it does not have).
+    pub fn get(v: &[AtomicU64], class: usize) -> u64 {
+        v.get(class).map_or(0, |a| a.load(Ordering::Relaxed))
+    }
 }
 
 impl ClientsConfig {
@@ -220,6 +251,7 @@ impl ClientsConfig {
             http_version: HttpVersion::Http11,
             icy: false,
             websocket: false,
+            live: None,
         }
     }
 }
@@ -1342,11 +1374,19 @@ fn deliver(
                         Verdict::Unchanged => m.empty_blocks += 1,
                         Verdict::Title { first, changed } => {
                             m.title_blocks += 1;
+                            let live = sh.cfg.live.as_deref();
+                            let class = c.class as usize;
                             if first && index == 0 {
                                 m.first_blocks_with_title += 1;
+                                if let Some(a) = live.and_then(|l| l.first_titles.get(class)) {
+                                    a.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             if changed {
                                 m.title_changes += 1;
+                                if let Some(a) = live.and_then(|l| l.title_changes.get(class)) {
+                                    a.fetch_add(1, Ordering::Relaxed);
+                                }
                             } else if !first {
                                 m.title_repeats += 1;
                             }
@@ -1354,6 +1394,9 @@ fn deliver(
                         }
                         Verdict::Malformed(k) => {
                             m.malformed += 1;
+                            if let Some(l) = sh.cfg.live.as_deref() {
+                                l.malformed.fetch_add(1, Ordering::Relaxed);
+                            }
                             match k {
                                 Malformed::Unterminated => m.malformed_unterminated += 1,
                                 Malformed::Syntax => m.malformed_syntax += 1,
