@@ -38,7 +38,8 @@ pub fn key(raw: [u8; 16]) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
-/// 16 bytes from a 128-bit seed pair, mixed (so consecutive seeds give unrelated keys).
+/// 16 bytes for key (or mask) number `n` of a run whose random seed is `seed`, mixed
+/// (so consecutive numbers give unrelated bytes).
 pub fn key_bytes(seed: u64, n: u64) -> [u8; 16] {
     let a = splitmix64(seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let b = splitmix64(a ^ seed.rotate_left(17));
