@@ -77,7 +77,8 @@ fn status_json_xsl(addr: SocketAddr) -> Value {
     let (line, head, body) = get_with(addr, "/status-json.xsl", "");
     assert!(line.contains(" 200 "), "{addr}: {line}");
     assert!(
-        head.to_ascii_lowercase().contains("content-type: application/json"),
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
         "{head}"
     );
     let text = String::from_utf8_lossy(&body);
@@ -109,18 +110,32 @@ fn compare(phase: &str, ice: &Value, ours: &Value) -> Vec<String> {
     match (&i["source"], &o["source"]) {
         (Value::Null, Value::Null) => {}
         (Value::Object(_), Value::Object(_)) => {
-            diffs.extend(differences("source", &shape(&i["source"]), &shape(&o["source"])));
+            diffs.extend(differences(
+                "source",
+                &shape(&i["source"]),
+                &shape(&o["source"]),
+            ));
         }
         (Value::Array(a), Value::Array(b)) => {
             assert_eq!(a.len(), b.len(), "{phase}: sources");
             for (k, (x, y)) in a.iter().zip(b).enumerate() {
                 diffs.extend(differences(&format!("source[{k}]"), &shape(x), &shape(y)));
-                assert_eq!(x["listenurl"].as_str().map(|u| u.rsplit('/').next().map(str::to_string)),
-                    y["listenurl"].as_str().map(|u| u.rsplit('/').next().map(str::to_string)),
-                    "{phase}: the same order of mounts");
+                assert_eq!(
+                    x["listenurl"]
+                        .as_str()
+                        .map(|u| u.rsplit('/').next().map(str::to_string)),
+                    y["listenurl"]
+                        .as_str()
+                        .map(|u| u.rsplit('/').next().map(str::to_string)),
+                    "{phase}: the same order of mounts"
+                );
             }
         }
-        (a, b) => panic!("{phase}: source is {} in Icecast, {} in ringcast", type_of(a), type_of(b)),
+        (a, b) => panic!(
+            "{phase}: source is {} in Icecast, {} in ringcast",
+            type_of(a),
+            type_of(b)
+        ),
     }
     let diffs: Vec<String> = diffs.into_iter().map(|d| format!("{phase}: {d}")).collect();
     for d in &diffs {
@@ -138,7 +153,16 @@ fn feed(url: &str) -> Feeder {
         Command::new("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3"])
+            .args([
+                "-ac",
+                "2",
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                "-f",
+                "mp3",
+            ])
             .args(["-content_type", "audio/mpeg", "-ice_name", "Test Station"])
             .args(["-ice_description", "A test stream", "-ice_genre", "Jazz"])
             .args(["-ice_url", "http://radio.example/"])
@@ -161,7 +185,11 @@ fn ours_live(s: &Server, mount: &str) -> bool {
 
 fn listen(addr: SocketAddr, mount: &str) -> Client {
     let mut c = Client::request(addr, &format!("GET {mount} HTTP/1.0\r\nHost: test\r\n\r\n"));
-    assert!(c.status_line().contains(" 200 "), "{addr}{mount}: {}", c.head);
+    assert!(
+        c.status_line().contains(" 200 "),
+        "{addr}{mount}: {}",
+        c.head
+    );
     c.read_body(1000, WAIT);
     c
 }
@@ -181,7 +209,11 @@ fn status_json_xsl_has_icecast_2_4_keys_and_types_for_zero_one_and_two_mounts() 
     let mut left = Vec::new();
 
     // No source anywhere yet.
-    left.extend(compare("fresh start", &icecast_status_json_xsl(ice.addr), &status_json_xsl(s.addr)));
+    left.extend(compare(
+        "fresh start",
+        &icecast_status_json_xsl(ice.addr),
+        &status_json_xsl(s.addr),
+    ));
 
     // One source, titled, one listener.
     let _ia = feed(&ice.source_url("/a.mp3"));
@@ -196,8 +228,17 @@ fn status_json_xsl_has_icecast_2_4_keys_and_types_for_zero_one_and_two_mounts() 
     let (i1, o1) = (icecast_status_json_xsl(ice.addr), status_json_xsl(s.addr));
     assert!(i1["icestats"]["source"].is_object());
     assert!(o1["icestats"]["source"].is_object(), "{o1}");
-    assert_eq!(o1["icestats"]["source"]["title"], i1["icestats"]["source"]["title"]);
-    for k in ["server_name", "server_description", "genre", "server_url", "server_type"] {
+    assert_eq!(
+        o1["icestats"]["source"]["title"],
+        i1["icestats"]["source"]["title"]
+    );
+    for k in [
+        "server_name",
+        "server_description",
+        "genre",
+        "server_url",
+        "server_type",
+    ] {
         assert_eq!(
             o1["icestats"]["source"][k], i1["icestats"]["source"][k],
             "{k}: ringcast {} Icecast {}",
@@ -213,13 +254,22 @@ fn status_json_xsl_has_icecast_2_4_keys_and_types_for_zero_one_and_two_mounts() 
     ice.wait_mount("/b.mp3", WAIT);
     assert!(ours_live(&s, "/b.mp3"), "ringcast /b.mp3 never live");
     let (i2, o2) = (icecast_status_json_xsl(ice.addr), status_json_xsl(s.addr));
-    assert_eq!(i2["icestats"]["source"].as_array().map(Vec::len), Some(2), "{i2}");
-    assert_eq!(o2["icestats"]["source"].as_array().map(Vec::len), Some(2), "{o2}");
+    assert_eq!(
+        i2["icestats"]["source"].as_array().map(Vec::len),
+        Some(2),
+        "{i2}"
+    );
+    assert_eq!(
+        o2["icestats"]["source"].as_array().map(Vec::len),
+        Some(2),
+        "{o2}"
+    );
     left.extend(compare("two sources", &i2, &o2));
 
     // The sources leave: no source again.
     drop((_ia, _oa, _ib, _ob, _l1, _l2));
-    assert!(wait_until(WAIT, || !ice.has_source("/a.mp3") && !ice.has_source("/b.mp3")));
+    assert!(wait_until(WAIT, || !ice.has_source("/a.mp3")
+        && !ice.has_source("/b.mp3")));
     assert!(wait_until(WAIT, || status_json_xsl(s.addr)["icestats"]
         .get("source")
         .is_none()));

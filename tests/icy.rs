@@ -18,8 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    require, require_root, system_user, wait_until, Client, Ringcast, Server,
-    TempDir, WAIT,
+    require, require_root, system_user, wait_until, Client, Ringcast, Server, TempDir, WAIT,
 };
 use support::*;
 
@@ -79,7 +78,12 @@ fn next_title(c: &mut impl BodyRead, r: &mut IcyReader, audio: &mut Vec<u8>, max
 }
 
 /// Read blocks until one carries `title` (bytes); every block is checked.
-fn wait_title(c: &mut impl BodyRead, r: &mut IcyReader, audio: &mut Vec<u8>, title: &[u8]) -> Block {
+fn wait_title(
+    c: &mut impl BodyRead,
+    r: &mut IcyReader,
+    audio: &mut Vec<u8>,
+    title: &[u8],
+) -> Block {
     let deadline = Instant::now() + WAIT;
     loop {
         assert!(
@@ -103,7 +107,14 @@ fn assert_consecutive(nums: &[u64], what: &str) {
 fn blocks_come_every_metaint_audio_bytes_with_the_current_title_first() {
     let toml = format!(
         "{HEAD}{}{}",
-        raw_stream("/x", 100, 200, 0, 0, "icy_metaint = 250\nburst_bytes = 1000"),
+        raw_stream(
+            "/x",
+            100,
+            200,
+            0,
+            0,
+            "icy_metaint = 250\nburst_bytes = 1000"
+        ),
         raw_stream("/d", 100, 400, 0, 0, "")
     );
     let s = start(toml, "/x");
@@ -208,7 +219,12 @@ fn title_updates_need_source_or_admin_credentials_and_honour_charset() {
         // Latin-1 by default: %E9 is é, sent as the byte E9.
         ("song=Caf%E9+1", "dj", b"Caf\xe9 1", "Café 1"),
         // UTF-8 with charset=UTF-8: still é, sent as Latin-1 (it fits).
-        ("song=Caf%C3%A9+2&charset=UTF-8", "boss", b"Caf\xe9 2", "Café 2"),
+        (
+            "song=Caf%C3%A9+2&charset=UTF-8",
+            "boss",
+            b"Caf\xe9 2",
+            "Café 2",
+        ),
         // The same bytes without charset are two Latin-1 characters.
         ("song=Caf%C3%A9+3", "dj", b"Caf\xc3\xa9 3", "CafÃ© 3"),
         // What Latin-1 cannot hold goes as UTF-8.
@@ -229,7 +245,10 @@ fn title_updates_need_source_or_admin_credentials_and_honour_charset() {
         let src = &v["icestats"]["source"];
         let x = src
             .as_array()
-            .and_then(|a| a.iter().find(|m| m["listenurl"].as_str().unwrap().ends_with("/x")))
+            .and_then(|a| {
+                a.iter()
+                    .find(|m| m["listenurl"].as_str().unwrap().ends_with("/x"))
+            })
             .unwrap_or(src);
         assert_eq!(x["title"], text, "{body}");
     }
@@ -260,11 +279,17 @@ fn bad_titles_stay_inside_one_well_formed_block_and_go_nowhere_else() {
         (long_x.clone(), "5000 bytes"),
         // 5,000 bytes in an 8 KiB request: 700 × é (2 bytes each in
         // UTF-8) and 3,600 × a.
-        ("é".repeat(700) + &"a".repeat(3600), "5000 bytes of Latin-1 as UTF-8"),
+        (
+            "é".repeat(700) + &"a".repeat(3600),
+            "5000 bytes of Latin-1 as UTF-8",
+        ),
     ];
     for (title, what) in &cases {
         let query = format!("song={}&charset=UTF-8", pct(title.as_bytes()));
-        assert!(set_title(s.addr, "/x", &query, &dj()).contains(" 200 "), "{what}");
+        assert!(
+            set_title(s.addr, "/x", &query, &dj()).contains(" 200 "),
+            "{what}"
+        );
         let b = next_title(&mut c, &mut r, &mut audio, 400);
         let t = b.title().unwrap();
         eprintln!(
@@ -274,7 +299,10 @@ fn bad_titles_stay_inside_one_well_formed_block_and_go_nowhere_else() {
             String::from_utf8_lossy(&t[..t.len().min(60)])
         );
         assert!(b.payload.len() <= 255 * 16);
-        assert!(!t.contains(&b'\r') && !t.contains(&b'\n') && !t.contains(&0), "{what}");
+        assert!(
+            !t.contains(&b'\r') && !t.contains(&b'\n') && !t.contains(&0),
+            "{what}"
+        );
         assert!(find(&t, b"';").is_none(), "{what}");
         match *what {
             "injection" => {
@@ -283,11 +311,19 @@ fn bad_titles_stay_inside_one_well_formed_block_and_go_nowhere_else() {
             "quotes" => assert_eq!(t, title.as_bytes()),
             "crlf" => assert_eq!(t, b"Line1X-Injected: yesbody"),
             "5000 bytes" => {
-                assert!(t.len() >= 1000 && t.iter().all(|&x| x == b'x'), "{}", t.len())
+                assert!(
+                    t.len() >= 1000 && t.iter().all(|&x| x == b'x'),
+                    "{}",
+                    t.len()
+                )
             }
             _ => {
                 assert_eq!(&t[..700], &[0xe9; 700][..], "é as Latin-1");
-                assert!(t.len() > 1000 && t[700..].iter().all(|&x| x == b'a'), "{}", t.len())
+                assert!(
+                    t.len() > 1000 && t[700..].iter().all(|&x| x == b'a'),
+                    "{}",
+                    t.len()
+                )
             }
         }
         // A new listener's head carries nothing of the title.
@@ -298,7 +334,10 @@ fn bad_titles_stay_inside_one_well_formed_block_and_go_nowhere_else() {
     // The JSON status holds the title as a JSON string.
     let (_, body) = s.fetch("/status-json.xsl");
     let v: serde_json::Value = serde_json::from_str(&body).expect("status-json.xsl is JSON");
-    assert!(v["icestats"]["source"]["title"].as_str().unwrap().starts_with("éé"));
+    assert!(v["icestats"]["source"]["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("éé"));
     // The listeners' audio: whole consecutive frames, nothing injected.
     let whole = audio.len() / 100 * 100;
     assert_consecutive(&frames_of(&audio[..whole], 100), "ICY listener");
@@ -321,7 +360,10 @@ fn a_long_utf8_title_is_cut_at_a_character_and_keeps_its_closing_quote() {
             400,
             0,
             0,
-            &format!("icy_metaint = 300\ntitle_file = {}", toml_str(file.to_str().unwrap()))
+            &format!(
+                "icy_metaint = 300\ntitle_file = {}",
+                toml_str(file.to_str().unwrap())
+            )
         )
     );
     let s = start(toml, "/x");
@@ -331,7 +373,11 @@ fn a_long_utf8_title_is_cut_at_a_character_and_keeps_its_closing_quote() {
     let t = b.title().expect("a closed StreamTitle");
     let t = String::from_utf8(t).expect("the title is cut at a character");
     assert!(!t.is_empty() && t.chars().all(|ch| ch == '東'));
-    eprintln!("{} characters in a block of {} bytes", t.chars().count(), b.payload.len());
+    eprintln!(
+        "{} characters in a block of {} bytes",
+        t.chars().count(),
+        b.payload.len()
+    );
 }
 
 #[test]
@@ -371,7 +417,11 @@ fn counting_holds_across_burst_and_skips_of_a_slow_listener() {
     let whole = audio.len() / 100 * 100;
     let nums = frames_of(&audio[..whole], 100);
     let gaps = nums.windows(2).filter(|w| w[1] != w[0] + 1).count();
-    assert!(gaps >= 3, "expected a skip per round: {}", common::short(&nums));
+    assert!(
+        gaps >= 3,
+        "expected a skip per round: {}",
+        common::short(&nums)
+    );
     assert!(nums.windows(2).all(|w| w[1] > w[0]));
     for (i, b) in r.blocks.iter().enumerate() {
         assert_eq!(b.at, 330 * (i as u64 + 1));
@@ -455,7 +505,16 @@ fn mp3_lead_ins_and_skips_keep_the_count() {
         dir.path(),
         "tone.mp3",
         20,
-        &["-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0"],
+        &[
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            "-write_xing",
+            "0",
+            "-id3v2_version",
+            "0",
+        ],
     );
     let toml = format!(
         "{HEAD}[[stream]]\nmount = \"/m.mp3\"\npath = {}\nframer = \"mp3\"\nloop = true\nsource_bandwidth = 2000000\nsource_buffer = 24\nicy_metaint = 1000\n",
@@ -506,7 +565,10 @@ fn titles_from_a_title_file_and_a_title_command() {
             400,
             0,
             0,
-            &format!("icy_metaint = 400\ntitle_file = {}", toml_str(file.to_str().unwrap()))
+            &format!(
+                "icy_metaint = 400\ntitle_file = {}",
+                toml_str(file.to_str().unwrap())
+            )
         ),
         raw_stream(
             "/c",
@@ -528,10 +590,14 @@ fn titles_from_a_title_file_and_a_title_command() {
     std::fs::write(&file, "Second File Song, longer\n").unwrap();
     wait_title(&mut f, &mut fr, &mut fa, b"Second File Song, longer");
     use std::io::Write as _;
-    let mut log = std::fs::OpenOptions::new().append(true).open(&lines).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lines)
+        .unwrap();
     log.write_all(b"Command Title One\n").unwrap();
     wait_title(&mut c, &mut cr, &mut ca, b"Command Title One");
-    log.write_all("Command Title Zwei \u{e4}\n".as_bytes()).unwrap();
+    log.write_all("Command Title Zwei \u{e4}\n".as_bytes())
+        .unwrap();
     wait_title(&mut c, &mut cr, &mut ca, b"Command Title Zwei \xe4");
 }
 
@@ -541,7 +607,12 @@ fn ogg_mounts_get_no_icy_blocks() {
         return;
     }
     let dir = TempDir::new("icy-ogg");
-    let ogg = ffmpeg_tone(dir.path(), "tone.ogg", 5, &["-c:a", "libvorbis", "-q:a", "2"]);
+    let ogg = ffmpeg_tone(
+        dir.path(),
+        "tone.ogg",
+        5,
+        &["-c:a", "libvorbis", "-q:a", "2"],
+    );
     let toml = format!(
         "{HEAD}[[stream]]\nmount = \"/o.ogg\"\npath = {}\nframer = \"ogg\"\nrealtime = true\nloop = true\nicy_metaint = 100\n",
         toml_str(ogg.to_str().unwrap())
@@ -564,7 +635,10 @@ fn ogg_mounts_get_no_icy_blocks() {
         if body.len() < at + 27 + nseg {
             body.extend(c.read_body(at + 27 + nseg - body.len(), WAIT));
         }
-        let len: usize = body[at + 27..at + 27 + nseg].iter().map(|&x| x as usize).sum();
+        let len: usize = body[at + 27..at + 27 + nseg]
+            .iter()
+            .map(|&x| x as usize)
+            .sum();
         let end = at + 27 + nseg + len;
         body.extend(c.read_body(end + 27 - body.len(), WAIT));
         at = end;
@@ -585,13 +659,32 @@ fn a_push_source_client_sets_the_title_with_its_own_credentials() {
     let s = start(toml, "/live.mp3");
     let mut ffmpeg = Proc::spawn(
         Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
             .arg("sine=frequency=440:sample_rate=44100")
-            .args(["-c:a", "libmp3lame", "-b:a", "128k", "-content_type", "audio/mpeg"])
+            .args([
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                "-content_type",
+                "audio/mpeg",
+            ])
             .args(["-ice_name", "Pushed Show", "-f", "mp3"])
             .arg(format!("icecast://dj:djpass@{}/live.mp3", s.addr)),
     );
-    s.wait_log("the push source", |l| l.contains("source") && l.contains("/live.mp3"), WAIT);
+    s.wait_log(
+        "the push source",
+        |l| l.contains("source") && l.contains("/live.mp3"),
+        WAIT,
+    );
     let mut c = None;
     assert!(
         wait_until(WAIT, || {
@@ -617,7 +710,11 @@ fn a_push_source_client_sets_the_title_with_its_own_credentials() {
     assert!(set_title(s.addr, "/live.mp3", "song=Pushed+Title", &dj()).contains(" 200 "));
     wait_title(&mut c, &mut r, &mut audio, b"Pushed Title");
     let (n, at) = mp3_frames(&audio);
-    assert!(n >= 5 && audio.len() - at < 1500, "{n} frames, {at} of {}", audio.len());
+    assert!(
+        n >= 5 && audio.len() - at < 1500,
+        "{n} frames, {at} of {}",
+        audio.len()
+    );
     ffmpeg.stop();
 }
 
@@ -646,7 +743,10 @@ impl Proc {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for l in BufReader::new(r).split(b'\n').map_while(Result::ok) {
-                    lines.lock().unwrap().push(String::from_utf8_lossy(&l).into_owned());
+                    lines
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&l).into_owned());
                 }
             });
         }
@@ -746,9 +846,23 @@ fn vlc_shows_a_title_change_while_it_plays() {
     run_chown(home.path(), "ringcast-vlc");
     let p = Proc::spawn(
         Command::new("setpriv")
-            .args(["--reuid=ringcast-vlc", "--regid=ringcast-vlc", "--init-groups", "--"])
+            .args([
+                "--reuid=ringcast-vlc",
+                "--regid=ringcast-vlc",
+                "--init-groups",
+                "--",
+            ])
             .args(["env", &format!("HOME={}", home.path().display())])
-            .args(["cvlc", "--verbose", "2", "--no-video", "--aout", "dummy", "--intf", "dummy"])
+            .args([
+                "cvlc",
+                "--verbose",
+                "2",
+                "--no-video",
+                "--aout",
+                "dummy",
+                "--intf",
+                "dummy",
+            ])
             .arg(format!("http://{}/radio.mp3", s.addr)),
     );
     title_change_seen_by(&s, &p, "VLC");
@@ -767,7 +881,15 @@ fn ffmpeg_shows_a_title_change_while_it_plays() {
     let s = player_server(&dir);
     let p = Proc::spawn(
         Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "verbose", "-icy", "1", "-i"])
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "verbose",
+                "-icy",
+                "1",
+                "-i",
+            ])
             .arg(format!("http://{}/radio.mp3", s.addr))
             .args(["-f", "null", "-"]),
     );
@@ -782,8 +904,22 @@ fn ffmpeg_shows_a_title_change_while_it_plays() {
 fn cors_headers_preflights_and_extra_headers() {
     let toml = format!(
         "{HEAD}{}{}{}",
-        raw_stream("/x", 100, 200, 0, 0, "[stream.headers]\nX-Station = \"example\"\nCache-Tag = \"radio\""),
-        raw_stream("/c", 100, 200, 0, 0, "cors_origin = \"https://player.example\""),
+        raw_stream(
+            "/x",
+            100,
+            200,
+            0,
+            0,
+            "[stream.headers]\nX-Station = \"example\"\nCache-Tag = \"radio\""
+        ),
+        raw_stream(
+            "/c",
+            100,
+            200,
+            0,
+            0,
+            "cors_origin = \"https://player.example\""
+        ),
         raw_stream("/n", 100, 200, 0, 0, "cors_origin = \"\"")
     );
     let s = start(toml, "/x");
@@ -792,8 +928,15 @@ fn cors_headers_preflights_and_extra_headers() {
         s.addr,
         "GET /x HTTP/1.1\r\nHost: test\r\nOrigin: https://any.example\r\nIcy-MetaData: 1\r\n\r\n",
     );
-    assert_eq!(x.header("Access-Control-Allow-Origin").as_deref(), Some("*"), "{}", x.head);
-    let exposed = x.header("Access-Control-Expose-Headers").unwrap_or_default();
+    assert_eq!(
+        x.header("Access-Control-Allow-Origin").as_deref(),
+        Some("*"),
+        "{}",
+        x.head
+    );
+    let exposed = x
+        .header("Access-Control-Expose-Headers")
+        .unwrap_or_default();
     for h in ["icy-metaint", "icy-name", "icy-genre", "icy-br"] {
         assert!(exposed.contains(h), "{h} not exposed: {exposed}");
     }
@@ -820,11 +963,23 @@ fn cors_headers_preflights_and_extra_headers() {
     };
     let p = preflight("/x");
     assert!(p.status_line().contains(" 204 "), "{}", p.head);
-    assert_eq!(p.header("Access-Control-Allow-Origin").as_deref(), Some("*"));
+    assert_eq!(
+        p.header("Access-Control-Allow-Origin").as_deref(),
+        Some("*")
+    );
     let allowed = p.header("Access-Control-Allow-Headers").unwrap_or_default();
-    assert!(allowed.to_ascii_lowercase().contains("icy-metadata"), "{allowed}");
-    assert!(p.header("Access-Control-Allow-Methods").unwrap_or_default().contains("GET"));
-    assert!(p.header("Access-Control-Expose-Headers").unwrap_or_default().contains("icy-metaint"));
+    assert!(
+        allowed.to_ascii_lowercase().contains("icy-metadata"),
+        "{allowed}"
+    );
+    assert!(p
+        .header("Access-Control-Allow-Methods")
+        .unwrap_or_default()
+        .contains("GET"));
+    assert!(p
+        .header("Access-Control-Expose-Headers")
+        .unwrap_or_default()
+        .contains("icy-metaint"));
     let p = preflight("/c");
     assert_eq!(
         p.header("Access-Control-Allow-Origin").as_deref(),
@@ -842,8 +997,18 @@ fn cors_headers_preflights_and_extra_headers() {
     assert_eq!(metric(s.addr, "shard_preflights_total"), 3);
     // The server still serves.
     let mut x = s.get_path("/x");
-    assert_consecutive(&frames_of(&x.read_body(2000, WAIT), 100), "/x after preflights");
+    assert_consecutive(
+        &frames_of(&x.read_body(2000, WAIT), 100),
+        "/x after preflights",
+    );
     // Title updates and status-json.xsl answer browsers too.
-    let (_, head, _) = get_with(s.addr, "/status-json.xsl", "Origin: https://app.example\r\n");
-    assert!(head.contains("Access-Control-Allow-Origin: *\r\n"), "{head}");
+    let (_, head, _) = get_with(
+        s.addr,
+        "/status-json.xsl",
+        "Origin: https://app.example\r\n",
+    );
+    assert!(
+        head.contains("Access-Control-Allow-Origin: *\r\n"),
+        "{head}"
+    );
 }

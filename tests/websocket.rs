@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    check_raw_frame, require, require_python_module, wait_until, Client, Ringcast, Server,
-    TempDir, WAIT,
+    check_raw_frame, require, require_python_module, wait_until, Client, Ringcast, Server, TempDir,
+    WAIT,
 };
 use support::*;
 
@@ -85,7 +85,10 @@ fn a_websocket_listener_gets_one_whole_frame_per_binary_message_with_ping_and_cl
     // Close: the server answers with a close frame and ends the connection.
     ws_send(&mut ws, 0x8, &1000u16.to_be_bytes());
     assert_eq!(ws_read_until_close(&mut ws, WAIT), Some(1000));
-    assert!(closes_within(&mut ws.stream, WAIT), "not closed after the close handshake");
+    assert!(
+        closes_within(&mut ws.stream, WAIT),
+        "not closed after the close handshake"
+    );
     // The plain listener meanwhile got bare frames.
     let body = plain.read_body(300 * 20, WAIT);
     common::assert_consecutive(&frames_of(&body, 300), "HTTP listener");
@@ -111,8 +114,16 @@ fn a_slow_websocket_listener_skips_whole_frames() {
         nums.extend(ws_frames(&mut c, 100, 600));
     }
     let gaps = nums.windows(2).filter(|w| w[1] != w[0] + 1).count();
-    assert!(nums.windows(2).all(|w| w[1] > w[0]), "{}", common::short(&nums));
-    assert!(gaps >= 3, "not lapped at every stall: {}", common::short(&nums));
+    assert!(
+        nums.windows(2).all(|w| w[1] > w[0]),
+        "{}",
+        common::short(&nums)
+    );
+    assert!(
+        gaps >= 3,
+        "not lapped at every stall: {}",
+        common::short(&nums)
+    );
     drop(c);
     let end = s.wait_client_end(local, WAIT);
     eprintln!("slow WebSocket listener: {gaps} gaps; {}", end.line);
@@ -297,7 +308,12 @@ fn headless_chromium_decodes_the_stream_from_a_websocket() {
     let url = format!("http://{web_addr}/page#ws://{}/tone.mp3|200", s.addr);
     let chromium = Proc::spawn(
         Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
             .args(["--disable-dev-shm-usage", "--mute-audio"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(&url),
@@ -305,7 +321,11 @@ fn headless_chromium_decodes_the_stream_from_a_websocket() {
     let t0 = Instant::now();
     let ok = wait_until(Duration::from_secs(60), || report.lock().unwrap().is_some());
     let got = report.lock().unwrap().clone();
-    assert!(ok, "no report from the page; chromium said:\n{}", chromium.dump());
+    assert!(
+        ok,
+        "no report from the page; chromium said:\n{}",
+        chromium.dump()
+    );
     let got = got.unwrap();
     eprintln!("chromium after {:?}: {got}", t0.elapsed());
     let field = |k: &str| -> String {
@@ -315,7 +335,11 @@ fn headless_chromium_decodes_the_stream_from_a_websocket() {
             .to_string()
     };
     assert_eq!(field("messages"), "200");
-    assert_eq!(field("whole"), "200", "every message is one whole MP3 frame");
+    assert_eq!(
+        field("whole"),
+        "200",
+        "every message is one whole MP3 frame"
+    );
     assert_eq!(field("channels"), "2");
     let samples: u64 = field("samples").parse().unwrap();
     // 200 frames of 1,152 samples: 230,400 (decoders trim a little).
@@ -375,10 +399,7 @@ fn channels_publish_receive_probe_and_clear_cache_with_any_key() {
     // receive-clear-cache: no cached frames, only what comes next.
     let mut rc = ws_connect(s.addr, "/news/k/receive-clear-cache");
     // An HTTP receiver: bare frames.
-    let mut http = Client::request(
-        s.addr,
-        "GET /news/k/receive HTTP/1.1\r\nHost: test\r\n\r\n",
-    );
+    let mut http = Client::request(s.addr, "GET /news/k/receive HTTP/1.1\r\nHost: test\r\n\r\n");
     assert!(http.status_line().contains(" 200 "), "{}", http.head);
     let v = probe(s.addr, "/news/k/probe");
     assert_eq!(v["receivers"], 3, "{v}");
@@ -403,18 +424,28 @@ fn channels_publish_receive_probe_and_clear_cache_with_any_key() {
     let (_, op, text) = ws_read(&mut pw, WAIT);
     assert_eq!(op, 1);
     let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
-    assert_eq!((v["live"].clone(), v["receivers"].clone()), (true.into(), 3.into()));
+    assert_eq!(
+        (v["live"].clone(), v["receivers"].clone()),
+        (true.into(), 3.into())
+    );
     assert_eq!(ws_read_until_close(&mut pw, WAIT), Some(1000));
     // A channel nobody publishes to.
     let v = probe(s.addr, "/quiet/k/probe");
-    assert_eq!((v["live"].clone(), v["receivers"].clone()), (false.into(), 0.into()));
+    assert_eq!(
+        (v["live"].clone(), v["receivers"].clone()),
+        (false.into(), 0.into())
+    );
     let (line, _) = s.fetch("/quiet/k/receive");
     assert!(line.contains(" 404 "), "{line}");
 
     // Names: [a-z0-9_-], 1 to 128 characters, for channel and key.
     let long = "a".repeat(128);
     let too_long = "a".repeat(129);
-    let good = [format!("/{long}/k/probe"), format!("/c/{long}/probe"), "/a_b-9/x-_1/probe".into()];
+    let good = [
+        format!("/{long}/k/probe"),
+        format!("/c/{long}/probe"),
+        "/a_b-9/x-_1/probe".into(),
+    ];
     for path in &good {
         assert_eq!(probe(s.addr, path)["live"], false, "{path}");
     }
@@ -469,7 +500,6 @@ fn max_channels_refuses_the_next_publish() {
 }
 
 #[test]
-#[ignore = "needs server fix: a receiver of a channel whose publisher has sent nothing yet gets 404 not live (src/shard.rs channel_request Receive needs push_claimed; claim is released/unset before the first frame) while probe says live:true"]
 fn a_quiet_channel_takes_receivers_before_its_first_frame() {
     let Some(python) = require_python_module("websockets") else {
         return;
@@ -523,7 +553,10 @@ fn bad_handshakes_and_frames_get_clear_answers_and_are_counted() {
             format!("{base}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n\r\n"),
             "a short key",
         ),
-        (format!("{base}Sec-WebSocket-Key: {key}\r\n\r\n"), "no version"),
+        (
+            format!("{base}Sec-WebSocket-Key: {key}\r\n\r\n"),
+            "no version",
+        ),
     ];
     for (i, (req, what)) in cases.iter().enumerate() {
         let mut c = Client::request(s.addr, req);
@@ -531,12 +564,15 @@ fn bad_handshakes_and_frames_get_clear_answers_and_are_counted() {
         eprintln!("{what}: {} {}", c.status_line(), body.trim());
         assert!(c.status_line().contains(" 400 "), "{what}: {}", c.head);
         assert!(!body.is_empty(), "{what}: no reason given");
-        assert_eq!(metric(s.addr, "shard_ws_bad_handshakes_total"), i as u64 + 1);
+        assert_eq!(
+            metric(s.addr, "shard_ws_bad_handshakes_total"),
+            i as u64 + 1
+        );
     }
     // The same on a channel publish.
     let mut c = Client::request(
         s.addr,
-        &format!("GET /ch/k/publish HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+        "GET /ch/k/publish HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
     let _ = c.read_to_eof(WAIT);
     assert!(c.status_line().contains(" 400 "), "{}", c.head);
@@ -545,7 +581,9 @@ fn bad_handshakes_and_frames_get_clear_answers_and_are_counted() {
     // A listener that sends an unmasked frame: close 1002, counted.
     let mut ws = ws_connect(s.addr, "/x");
     ws_frames(&mut ws, 100, 2);
-    ws.stream.write_all(&ws_frame(0x9, b"unmasked", false)).unwrap();
+    ws.stream
+        .write_all(&ws_frame(0x9, b"unmasked", false))
+        .unwrap();
     assert_eq!(ws_read_until_close(&mut ws, WAIT), Some(1002));
     assert!(closes_within(&mut ws.stream, WAIT));
     wait_metric(&s, "shard_ws_protocol_errors_total", 1);
@@ -619,7 +657,6 @@ fn a_channel_is_published_again_after_a_bad_publisher() {
 }
 
 #[test]
-#[ignore = "needs server fix: the refusal of Sec-WebSocket-Version 12 lacks Sec-WebSocket-Version: 13 (RFC 6455 4.4; src/shard.rs serve_listener answers simple_response 400 without it)"]
 fn a_version_12_handshake_is_told_the_version_spoken() {
     let s = channels_server("");
     let (key, _) = ws_key();
@@ -635,7 +672,12 @@ fn a_version_12_handshake_is_told_the_version_spoken() {
         c.head
     );
     // RFC 6455 §4.4: the versions the server speaks.
-    assert_eq!(c.header("Sec-WebSocket-Version").as_deref(), Some("13"), "{}", c.head);
+    assert_eq!(
+        c.header("Sec-WebSocket-Version").as_deref(),
+        Some("13"),
+        "{}",
+        c.head
+    );
     assert_eq!(metric(s.addr, "shard_ws_bad_handshakes_total"), 1);
 }
 
@@ -658,7 +700,11 @@ fn a_websocket_listener_keeps_its_framing_across_a_fallback_switch() {
     let mut nums = Vec::new();
     let deadline = Instant::now() + WAIT;
     while nums.iter().filter(|&&n| n >= 1_000_000).count() < 20 {
-        assert!(Instant::now() < deadline, "never moved to /fb: {}", common::short(&nums));
+        assert!(
+            Instant::now() < deadline,
+            "never moved to /fb: {}",
+            common::short(&nums)
+        );
         nums.extend(ws_frames(&mut ws, 100, 1));
     }
     let k = nums.iter().position(|&n| n >= 1_000_000).unwrap();
@@ -668,20 +714,40 @@ fn a_websocket_listener_keeps_its_framing_across_a_fallback_switch() {
 }
 
 #[test]
-#[ignore = "needs server fix: a WebSocket publisher closed for breaking the protocol (1002 unmasked, 1009 oversized) is not counted in ws_protocol_errors (src/source.rs closes it without touching the shard counter)"]
 fn publisher_protocol_errors_are_counted() {
+    // Counted per stream (the source thread reads the publisher), as
+    // stream_ws_publisher_errors_total; listeners' errors are the shards'
+    // ws_protocol_errors.
     let s = channels_server("");
     let mut p = raw_publisher(s.addr, "/pub-a/k/publish");
     p.stream
         .write_all(&ws_frame(0x2, &common::raw_frame(0, 100), false))
         .unwrap();
     assert_eq!(ws_read_until_close(&mut p, WAIT), Some(1002));
-    wait_metric(&s, "shard_ws_protocol_errors_total", 1);
+    wait_metric(&s, "stream_ws_publisher_errors_total", 1);
     let mut p = raw_publisher(s.addr, "/pub-b/k/publish");
     let mut head = vec![0x82u8, 0x80 | 127];
     head.extend_from_slice(&(2u64 << 20).to_be_bytes());
     head.extend_from_slice(&[1, 2, 3, 4]);
     p.stream.write_all(&head).unwrap();
     assert_eq!(ws_read_until_close(&mut p, WAIT), Some(1009));
-    wait_metric(&s, "shard_ws_protocol_errors_total", 2);
+    wait_metric(&s, "stream_ws_publisher_errors_total", 2);
+    assert_eq!(metric(s.addr, "shard_ws_protocol_errors_total"), 0);
+}
+
+#[test]
+fn a_configuration_of_channels_only_serves_channels() {
+    let Some(python) = require_python_module("websockets") else {
+        return;
+    };
+    let s = Ringcast::new()
+        .config_toml(format!(
+            "{HEAD}[channels]\nmax_channels = 1\nframer = \"raw\"\nframe_bytes = 100\n"
+        ))
+        .start();
+    let mut p = publisher(&python, s.addr, "/solo/k/publish", 100, 0);
+    p.wait_line("OPEN");
+    let mut r = ws_connect(s.addr, "/solo/k/receive");
+    p.send_line("5");
+    assert_eq!(ws_frames(&mut r, 100, 5), vec![0, 1, 2, 3, 4]);
 }

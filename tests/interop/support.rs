@@ -102,10 +102,16 @@ pub fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (String, String,
 pub fn set_title(addr: SocketAddr, mount: &str, query: &str, auth: &str) -> String {
     let (line, _, body) = get_with(
         addr,
-        &format!("/admin/metadata?mount={}&mode=updinfo&{query}", pct(mount.as_bytes())),
+        &format!(
+            "/admin/metadata?mount={}&mode=updinfo&{query}",
+            pct(mount.as_bytes())
+        ),
         auth,
     );
-    eprintln!("title update {query:.60}: {line} {}", String::from_utf8_lossy(&body).trim());
+    eprintln!(
+        "title update {query:.60}: {line} {}",
+        String::from_utf8_lossy(&body).trim()
+    );
     line
 }
 
@@ -192,14 +198,22 @@ pub fn check_block(payload: &[u8]) -> Result<(), String> {
     let show = || {
         let s = String::from_utf8_lossy(payload);
         let cut: String = s.chars().take(120).collect();
-        if cut.len() < s.len() { format!("{cut}...") } else { cut }
+        if cut.len() < s.len() {
+            format!("{cut}...")
+        } else {
+            cut
+        }
     };
-    if payload.len() % 16 != 0 || payload.len() > 255 * 16 {
+    if !payload.len().is_multiple_of(16) || payload.len() > 255 * 16 {
         return Err(format!("block of {} bytes", payload.len()));
     }
     let text_end = payload.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     if payload.len() - text_end >= 16 {
-        return Err(format!("padding of {} bytes: {}", payload.len() - text_end, show()));
+        return Err(format!(
+            "padding of {} bytes: {}",
+            payload.len() - text_end,
+            show()
+        ));
     }
     if payload[..text_end].contains(&0) {
         return Err(format!("a zero byte inside the text: {:?}", show()));
@@ -208,7 +222,8 @@ pub fn check_block(payload: &[u8]) -> Result<(), String> {
     let rest = text
         .strip_prefix(b"StreamTitle='")
         .ok_or_else(|| format!("no StreamTitle=' at the start: {:?}", show()))?;
-    let end = find(rest, b"';").ok_or_else(|| format!("StreamTitle not closed by ';: {:?}", show()))?;
+    let end =
+        find(rest, b"';").ok_or_else(|| format!("StreamTitle not closed by ';: {:?}", show()))?;
     let rest = &rest[end + 2..];
     if rest.is_empty() {
         return Ok(());
@@ -271,7 +286,11 @@ impl IcyReader {
 
     fn read_block(&mut self, c: &mut impl BodyRead) {
         let len = c.body(1, WAIT)[0] as usize * 16;
-        let payload = if len > 0 { c.body(len, WAIT) } else { Vec::new() };
+        let payload = if len > 0 {
+            c.body(len, WAIT)
+        } else {
+            Vec::new()
+        };
         if let Err(e) = check_block(&payload) {
             panic!(
                 "bad metadata block after {} audio bytes: {e}",
@@ -438,12 +457,19 @@ pub fn ws_connect(addr: SocketAddr, path: &str) -> Client {
 pub fn check_101(c: &Client, accept: &str) {
     assert!(c.status_line().starts_with("HTTP/1.1 101"), "{}", c.head);
     assert_eq!(
-        c.header("Upgrade").map(|u| u.to_ascii_lowercase()).as_deref(),
+        c.header("Upgrade")
+            .map(|u| u.to_ascii_lowercase())
+            .as_deref(),
         Some("websocket"),
         "{}",
         c.head
     );
-    assert_eq!(c.header("Sec-WebSocket-Accept").as_deref(), Some(accept), "{}", c.head);
+    assert_eq!(
+        c.header("Sec-WebSocket-Accept").as_deref(),
+        Some(accept),
+        "{}",
+        c.head
+    );
 }
 
 /// One server frame: (FIN, opcode, payload). Server frames must not be
@@ -457,7 +483,11 @@ pub fn ws_read(c: &mut impl BodyRead, timeout: Duration) -> (bool, u8, Vec<u8>) 
         127 => u64::from_be_bytes(c.body(8, timeout).try_into().unwrap()) as usize,
         n => n as usize,
     };
-    let payload = if len > 0 { c.body(len, timeout) } else { Vec::new() };
+    let payload = if len > 0 {
+        c.body(len, timeout)
+    } else {
+        Vec::new()
+    };
     (h[0] & 0x80 != 0, h[0] & 0x0F, payload)
 }
 
@@ -485,7 +515,9 @@ pub fn ws_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
 }
 
 pub fn ws_send(c: &mut Client, opcode: u8, payload: &[u8]) {
-    c.stream.write_all(&ws_frame(opcode, payload, true)).unwrap();
+    c.stream
+        .write_all(&ws_frame(opcode, payload, true))
+        .unwrap();
 }
 
 /// Read frames until a close frame; its status code. Data frames before it
@@ -493,7 +525,10 @@ pub fn ws_send(c: &mut Client, opcode: u8, payload: &[u8]) {
 pub fn ws_read_until_close(c: &mut impl BodyRead, timeout: Duration) -> Option<u16> {
     let deadline = Instant::now() + timeout;
     loop {
-        assert!(Instant::now() < deadline, "no close frame within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no close frame within {timeout:?}"
+        );
         let (_, op, p) = ws_read(c, timeout);
         if op == 8 {
             return (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
@@ -507,7 +542,8 @@ pub fn closes_within(s: &mut TcpStream, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 65536];
     while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
@@ -522,10 +558,20 @@ pub fn closes_within(s: &mut TcpStream, timeout: Duration) -> bool {
 pub fn ffmpeg_tone(dir: &Path, name: &str, seconds: u32, args: &[&str]) -> std::path::PathBuf {
     let out = dir.join(name);
     let mut cmd = std::process::Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={seconds}:sample_rate=44100"))
-        .args(args)
-        .arg(&out);
+    cmd.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+    ])
+    .arg(format!(
+        "sine=frequency=440:duration={seconds}:sample_rate=44100"
+    ))
+    .args(args)
+    .arg(&out);
     crate::common::run(&mut cmd);
     out
 }
@@ -564,7 +610,9 @@ pub fn mp3_frame_len(h: &[u8]) -> Option<usize> {
     if br_idx == 0 || br_idx == 15 || sr_idx == 3 {
         return None;
     }
-    const BR1: [usize; 15] = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+    const BR1: [usize; 15] = [
+        0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
     const BR2: [usize; 15] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160];
     const SR1: [usize; 3] = [44100, 48000, 32000];
     if version == 3 {
