@@ -537,20 +537,27 @@ pub fn ws_read_until_close(c: &mut impl BodyRead, timeout: Duration) -> Option<u
 }
 
 /// Whether the peer closed the TCP connection within `timeout` (reading and
-/// dropping what still comes).
+/// counting what still comes: after a close frame nothing should).
 pub fn closes_within(s: &mut TcpStream, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 65536];
+    let mut extra = 0usize;
     while Instant::now() < deadline {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
-            Ok(_) => {}
+            Ok(n) => {
+                if extra == 0 {
+                    eprintln!("after the close frame: {:?}", &buf[..n.min(16)]);
+                }
+                extra += n;
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => return true,
         }
     }
+    eprintln!("not closed; {extra} bytes came after the close frame");
     false
 }
 
