@@ -225,6 +225,16 @@ fn status_json_xsl_has_icecast_2_4_keys_and_types_for_zero_one_and_two_mounts() 
     assert!(set_title(s.addr, "/a.mp3", "song=Artist+-+Song", &auth).contains(" 200 "));
     let _l1 = listen(ice.addr, "/a.mp3");
     let _l2 = listen(s.addr, "/a.mp3");
+    // Icecast's statistics catch up on their own thread.
+    let settled = |v: &Value| {
+        v["icestats"]["source"]["title"] == "Artist - Song"
+            && v["icestats"]["source"]["listeners"] == 1
+    };
+    assert!(
+        wait_until(WAIT, || settled(&icecast_status_json_xsl(ice.addr))),
+        "Icecast never showed the title and the listener"
+    );
+    assert!(wait_until(WAIT, || settled(&status_json_xsl(s.addr))));
     let (i1, o1) = (icecast_status_json_xsl(ice.addr), status_json_xsl(s.addr));
     assert!(i1["icestats"]["source"].is_object());
     assert!(o1["icestats"]["source"].is_object(), "{o1}");
@@ -253,6 +263,13 @@ fn status_json_xsl_has_icecast_2_4_keys_and_types_for_zero_one_and_two_mounts() 
     let _ob = feed(&ours_url("/b.mp3"));
     ice.wait_mount("/b.mp3", WAIT);
     assert!(ours_live(&s, "/b.mp3"), "ringcast /b.mp3 never live");
+    let two = |v: &Value| {
+        v["icestats"]["source"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|m| m["server_name"] == "Test Station"))
+    };
+    assert!(wait_until(WAIT, || two(&icecast_status_json_xsl(ice.addr))));
+    assert!(wait_until(WAIT, || two(&status_json_xsl(s.addr))));
     let (i2, o2) = (icecast_status_json_xsl(ice.addr), status_json_xsl(s.addr));
     assert_eq!(
         i2["icestats"]["source"].as_array().map(Vec::len),

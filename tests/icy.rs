@@ -175,7 +175,7 @@ fn blocks_come_every_metaint_audio_bytes_with_the_current_title_first() {
     // The plain listeners got frames and nothing else.
     for p in [&mut plain, &mut zero] {
         let body = p.read_body(100 * 100, WAIT);
-        assert_consecutive(&frames_of(&body, 100), "plain listener");
+        assert_increasing(&frames_of(&body, 100), "plain listener (read late)");
     }
     // The default metaint is 16000.
     let (mut d, mut dr) = icy_listener(s.addr, "/d", 16000);
@@ -342,7 +342,7 @@ fn bad_titles_stay_inside_one_well_formed_block_and_go_nowhere_else() {
     let whole = audio.len() / 100 * 100;
     assert_consecutive(&frames_of(&audio[..whole], 100), "ICY listener");
     let body = plain.read_body(400 * 100, WAIT);
-    assert_consecutive(&frames_of(&body, 100), "plain listener");
+    assert_increasing(&frames_of(&body, 100), "plain listener (read late)");
 }
 
 #[test]
@@ -490,9 +490,11 @@ fn counting_and_titles_follow_a_listener_to_its_fallback() {
     let whole = audio.len() / 100 * 100;
     let nums = frames_of(&audio[..whole], 100);
     let k = nums.iter().position(|&n| n >= 1_000_000).unwrap();
-    assert_consecutive(&nums[..k], "/main part");
-    assert_consecutive(&nums[k..], "/fb part");
-    assert_eq!(nums[k - 1], 299, "the listener got all of /main");
+    // Whole frames only going forward (a loaded machine may stall this
+    // reader into a skip), ending with /main's last frame.
+    assert_increasing(&nums[..k], "/main part");
+    assert_increasing(&nums[k..], "/fb part");
+    assert_eq!(nums[k - 1], 299, "the listener got /main's last frame");
 }
 
 #[test]

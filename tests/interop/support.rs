@@ -131,6 +131,22 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// A counter's lines in /metrics whose labels contain `label` (a stream's
+/// name or mount), summed.
+pub fn metric_of(addr: SocketAddr, name: &str, label: &str) -> u64 {
+    let (line, body) = crate::common::ringcast::fetch(addr, "/metrics");
+    assert!(line.contains("200"), "{line}");
+    let name = format!("ringcast_{}{{", name.trim_start_matches("ringcast_"));
+    body.lines()
+        .filter(|l| l.starts_with(&name))
+        .filter(|l| {
+            l.split_once('}')
+                .is_some_and(|(labels, _)| labels.contains(label))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Wait until a counter reaches `at_least`; its value.
 pub fn wait_metric(server: &Server, name: &str, at_least: u64) -> u64 {
     let mut v = 0;
@@ -313,6 +329,17 @@ pub fn frames_of(audio: &[u8], size: usize) -> Vec<u64> {
         .enumerate()
         .map(|(i, f)| check_raw_frame(f).unwrap_or_else(|e| panic!("frame {i}: {e}")))
         .collect()
+}
+
+/// Frame numbers that only go forward (a listener nobody read for a while
+/// may have skipped whole frames; anything else between them would have
+/// broken a frame).
+pub fn assert_increasing(nums: &[u64], what: &str) {
+    assert!(
+        nums.windows(2).all(|w| w[1] > w[0]),
+        "{what}: {}",
+        crate::common::short(nums)
+    );
 }
 
 // ---------------------------------------------------------------------------
