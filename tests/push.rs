@@ -221,19 +221,25 @@ fn shout_pushes_stdin() {
     let proxy = Proxy::new(server.addr);
     let port = proxy.addr.port().to_string();
     let mut cmd = Command::new("shout");
-    cmd.args(["--tls-mode", "disabled", "--usage", "audio", "--format", "mp3"])
-        .args(["-H", "127.0.0.1", "-P", &port, "--mount", "/live.mp3"])
-        .args(["--user", "source", "--pass", PASSWORD])
-        .args(["--station-name", "Shout Radio", "--station-genre", "Folk"]);
+    cmd.args([
+        "--tls-mode",
+        "disabled",
+        "--usage",
+        "audio",
+        "--format",
+        "mp3",
+    ])
+    .args(["-H", "127.0.0.1", "-P", &port, "--mount", "/live.mp3"])
+    .args(["--user", "source", "--pass", PASSWORD])
+    .args(["--station-name", "Shout Radio", "--station-genre", "Folk"]);
     let _shout = Proc::spawn("shout", &mut cmd, &dir.join("shout.log"), Some(&input));
     wait_connected(&server, "/live.mp3", 1);
     let heads = proxy.heads();
     eprintln!("shout sent:\n{}", heads.join("\n--\n"));
     assert!(
-        heads
-            .iter()
-            .any(|h| (h.starts_with("PUT /live.mp3 ") || h.starts_with("SOURCE /live.mp3 "))
-                && h.contains(BASIC)),
+        heads.iter().any(|h| (h.starts_with("PUT /live.mp3 ")
+            || h.starts_with("SOURCE /live.mp3 "))
+            && h.contains(BASIC)),
         "{heads:?}"
     );
     let head = listen_and_decode(&server, &dir, "shout-listener", 80);
@@ -288,11 +294,7 @@ fn ezstream_pushes_a_file() {
     );
     let conf = dir.write("ezstream.xml", xml);
     // ezstream refuses a configuration file others may read.
-    std::fs::set_permissions(
-        &conf,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut cmd = Command::new("ezstream");
     cmd.arg("-v").arg("-c").arg(&conf);
     let _ez = Proc::spawn("ezstream", &mut cmd, &dir.join("ezstream.log"), None);
@@ -388,9 +390,8 @@ fn wrong_password_is_401_and_counted() {
     assert!(r.starts_with("HTTP/1.1 401 "), "{r}");
     assert!(r.contains("WWW-Authenticate: Basic realm="), "{r}");
     // FFmpeg with a wrong password gives up.
-    let wrong = "icecast://source:not-the-password@".to_string()
-        + &server.addr.to_string()
-        + "/live.mp3";
+    let wrong =
+        "icecast://source:not-the-password@".to_string() + &server.addr.to_string() + "/live.mp3";
     let mut ff = Proc::spawn(
         "ffmpeg",
         &mut ffmpeg_push(&input, &wrong, &[]),
@@ -452,7 +453,11 @@ fn second_source_gets_mountpoint_in_use() {
     assert!(r.contains("Mountpoint in use"), "{r}");
     let mut second = Proc::spawn(
         "ffmpeg-2",
-        &mut ffmpeg_push(&input, &url(server.addr, "/live.mp3"), &["-legacy_icecast", "1"]),
+        &mut ffmpeg_push(
+            &input,
+            &url(server.addr, "/live.mp3"),
+            &["-legacy_icecast", "1"],
+        ),
         &dir.join("ffmpeg-2.log"),
         None,
     );
@@ -565,7 +570,10 @@ fn raw_put_head_bytes_chunks_and_garbage() {
         got.len(),
         want.len()
     );
-    assert!(got == want, "the listener's bytes are not the source's frames");
+    assert!(
+        got == want,
+        "the listener's bytes are not the source's frames"
+    );
     eprintln!(
         "raw PUT: {in_ring} frames byte-exact through chunks and {} garbage bytes ({} counted invalid)",
         2 * garbage.len(),
@@ -642,14 +650,12 @@ fn stalled_source_is_dropped_after_source_timeout() {
         dropped >= Duration::from_millis(1500),
         "dropped before source_timeout: {dropped:?}"
     );
-    let quiet = server.wait_log(
-        "quiet",
-        |l| l.contains("stream=/live.mp3 quiet for"),
-        WAIT,
-    );
+    let quiet = server.wait_log("quiet", |l| l.contains("stream=/live.mp3 quiet for"), WAIT);
     eprintln!("a stalled source was dropped {dropped:.2?} after its last bytes (source_timeout 2s): {quiet}");
-    assert!(common::wait_until(WAIT, || stream_status(&server, "/live.mp3")
-        ["source_connected"]
+    assert!(common::wait_until(WAIT, || stream_status(
+        &server,
+        "/live.mp3"
+    )["source_connected"]
         == false));
     // The mount is free again.
     let _ff = Proc::spawn(
@@ -686,11 +692,16 @@ fn killed_encoder_listeners_stay_and_continue() {
         l.wait_len(20_000, WAIT);
     }
     ff.kill();
-    assert!(common::wait_until(WAIT, || stream_status(&server, "/live.mp3")
-        ["source_connected"]
+    assert!(common::wait_until(WAIT, || stream_status(
+        &server,
+        "/live.mp3"
+    )["source_connected"]
         == false));
     let (status, _, _, _) = get(server.addr, "/live.mp3");
-    assert!(status.contains(" 404 "), "a new listener without a source: {status}");
+    assert!(
+        status.contains(" 404 "),
+        "a new listener without a source: {status}"
+    );
     let before: Vec<usize> = listeners.iter().map(Listener::len).collect();
     std::thread::sleep(Duration::from_millis(500)); // nothing may come now
     for (l, b) in listeners.iter().zip(&before) {
@@ -713,7 +724,10 @@ fn killed_encoder_listeners_stay_and_continue() {
         let local = l.local;
         disconnected += usize::from(l.eof());
         assert!(
-            server.logs.count(|x| x.contains(&format!("client {local} -- "))) == 0,
+            server
+                .logs
+                .count(|x| x.contains(&format!("client {local} -- ")))
+                == 0,
             "{local} ended"
         );
     }

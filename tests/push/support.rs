@@ -183,7 +183,11 @@ pub fn get(addr: SocketAddr, path: &str) -> (String, String, TcpStream, Vec<u8>)
             break i + 4;
         }
         let n = s.read(&mut chunk).expect("read the response head");
-        assert!(n > 0, "EOF in the head: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "EOF in the head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -214,7 +218,8 @@ impl Listener {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (rec, halt) = (record.clone(), stop.clone());
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let thread = std::thread::spawn(move || {
             let mut chunk = vec![0u8; 64 * 1024];
             while !halt.load(Ordering::Relaxed) {
@@ -439,7 +444,10 @@ pub fn mpeg1_l3_index(kbps: u32) -> u8 {
     let table = [
         0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
     ];
-    table.iter().position(|k| *k == kbps).expect("an MPEG-1 L3 bitrate") as u8
+    table
+        .iter()
+        .position(|k| *k == kbps)
+        .expect("an MPEG-1 L3 bitrate") as u8
 }
 
 /// The whole frames of `body` written to `path` (a partial last frame cut).
@@ -568,7 +576,8 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let deadline = Instant::now() + WAIT;
     let mut buf = [0u8; 4096];
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     while Instant::now() < deadline {
         match s.read(&mut buf) {
             Ok(0) => break,
