@@ -321,7 +321,7 @@ impl Drop for Listener {
 /// sent (the request head an encoder wrote).
 pub struct Proxy {
     pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub seen: Seen,
     stop: Arc<AtomicBool>,
 }
 
@@ -380,7 +380,10 @@ impl Drop for Proxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, rec: Option<(Arc<Mutex<Vec<Vec<u8>>>>, usize)>) {
+/// What each connection's client sent first.
+type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, rec: Option<(Seen, usize)>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
