@@ -327,6 +327,15 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
             return;
         }
     }
+    if req.path.starts_with("/admin/") && set.by_mount(&req.path).is_none() {
+        // An admin command ringcast does not have: 400, as Icecast answers.
+        // libshout's TLS probe (`GET /admin/!POKE` after `OPTIONS *`) takes
+        // that for "plain HTTP here" and goes on; a 404 made it give up.
+        shard.stats().bad_requests.inc();
+        let r = http::simple_response(400, "Bad Request", "", "unrecognised admin command\n");
+        respond_and_close(&mut tcp, &r).await;
+        return;
+    }
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     // The seed-004 channel scheme: /CHANNEL/KEY/publish | receive | probe.
     let mut no_burst = false;
