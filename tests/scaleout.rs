@@ -131,6 +131,8 @@ struct Net {
     prefix: String,
     bridge: Option<String>,
     namespaces: Vec<String>,
+    /// The root-namespace ends of the veth pairs.
+    veths: Vec<String>,
 }
 
 impl Net {
@@ -140,6 +142,7 @@ impl Net {
             prefix: free_prefix(),
             bridge: None,
             namespaces: Vec::new(),
+            veths: Vec::new(),
         };
         let bridge = format!("{TAG}{pid}b");
         ip(&["link", "add", &bridge, "type", "bridge"])?;
@@ -160,6 +163,7 @@ impl Net {
             ip(&[
                 "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
             ])?;
+            net.veths.push(veth.clone());
             ip(&["link", "set", &veth, "master", &bridge, "up"])?;
             let addr = format!("{}/24", net.addr(2 + i as u8));
             ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
@@ -181,7 +185,11 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its eth0 and so the veth pair.
+        // The kernel deletes a veth pair with its namespace, but does so
+        // later (namespaces are torn down asynchronously): delete them now.
+        for veth in self.veths.drain(..) {
+            let _ = ip(&["link", "del", &veth]);
+        }
         for ns in self.namespaces.drain(..) {
             if let Err(e) = ip(&["netns", "del", &ns]) {
                 eprintln!("cleanup: {e}");
@@ -275,12 +283,25 @@ fn receiving(addr: SocketAddr) -> usize {
 // Processes: ringcast in a namespace, HAProxy, loadgen
 // ---------------------------------------------------------------------------
 
-/// A script that runs ringcast in namespace `ns` (`ip netns exec` execs it:
-/// the process id is ringcast's, so the harness's signals reach it).
+/// `program` under `setpriv --pdeathsig KILL`: killed when the test process
+/// dies (a killed test run leaves no server behind). setpriv execs it, so
+/// the process id is the program's.
+fn dies_with_test(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    cmd
+}
+
+/// A script that runs ringcast in namespace `ns` (setpriv and `ip netns exec`
+/// exec it: the process id is ringcast's, so the harness's signals reach it;
+/// see [`dies_with_test`]).
 fn netns_wrapper(dir: &TempDir, ns: &str) -> PathBuf {
     let path = dir.write(
         &format!("ringcast-in-{ns}"),
-        format!("#!/bin/sh\nexec ip netns exec {ns} {} \"$@\"\n", binary()),
+        format!(
+            "#!/bin/sh\nexec setpriv --pdeathsig KILL -- ip netns exec {ns} {} \"$@\"\n",
+            binary()
+        ),
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
@@ -523,7 +544,7 @@ fn secs(d: Duration) -> String {
 /// `loadgen clients` on both streams through HAProxy at `front` (client i
 /// takes stream i mod 2); its JSON report goes to `json`.
 fn loadgen_clients(loadgen: &Path, front: SocketAddr, n: usize, mix: &[&str], json: &Path) -> Proc {
-    let mut cmd = Command::new(loadgen);
+    let mut cmd = dies_with_test(loadgen);
     cmd.arg("clients");
     for m in MOUNTS {
         cmd.args(["--url", &format!("http://{front}{m}")]);
@@ -565,7 +586,7 @@ fn stop_loadgen(mut lg: Proc, json: &Path, clients: usize, what: &str) -> serde_
 
 #[test]
 fn edges_behind_haproxy_take_over_and_rejoin() {
-    if !require_root() || !require_all(&["ip"]) {
+    if !require_root() || !require_all(&["ip", "setpriv"]) {
         return;
     }
     let Some(haproxy) = haproxy_binary() else {
@@ -645,7 +666,7 @@ fn edges_behind_haproxy_take_over_and_rejoin() {
     let hap = Haproxy {
         proc: Proc::spawn(
             "haproxy",
-            Command::new(&haproxy).arg("-f").arg(&cfg).arg("-db"),
+            dies_with_test(&haproxy).arg("-f").arg(&cfg).arg("-db"),
         ),
         socket,
     };
