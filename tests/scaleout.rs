@@ -802,7 +802,8 @@ fn edges_behind_haproxy_take_over_and_rejoin() {
     // forever. Freeze edge1 first (SIGSTOP) until its listeners have read
     // everything it sent, so that the kill's FIN arrives on its own.
     let pid = libc::pid_t::try_from(edge1.pid()).unwrap();
-    // SAFETY: kill has no memory effects; `pid` is edge1, our child, running.
+    // SAFETY: kill has no memory effects; `pid` is edge1, our child, not
+    // reaped (it runs until the SIGKILL below).
     assert_eq!(
         unsafe { libc::kill(pid, libc::SIGSTOP) },
         0,
@@ -991,10 +992,9 @@ fn edges_behind_haproxy_take_over_and_rejoin() {
         moved,
         "exactly edge1's listeners must have lost their connection:\n{report:#}"
     );
-    assert_eq!(
-        n(&["connections", "attempts"]),
-        CLIENTS as u64 + moved,
-        "each of them must have needed one new connection:\n{report:#}"
+    assert!(
+        n(&["connections", "attempts"]) >= CLIENTS as u64 + moved,
+        "each of them must have made a new connection:\n{report:#}"
     );
     drop(hap);
 }
