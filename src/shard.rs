@@ -285,6 +285,14 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         Some(r) => r,
         None => return,
     };
+    if req.method == Method::Options && req.path == "*" {
+        // libshout's default TLS mode first asks `OPTIONS *` with `Upgrade:
+        // TLS/1.0`; Icecast closes without an answer and libshout goes on
+        // in plain HTTP on a new connection. A 404 made it give up.
+        log::debug!("OPTIONS * (a TLS upgrade probe) closed unanswered");
+        let _ = tcp.shutdown(std::net::Shutdown::Both).await;
+        return;
+    }
     let set = shard.server.streams();
     if req.path == "/health" && matches!(req.method, Method::Get | Method::Head) {
         shard.stats().status_requests.inc();
@@ -417,9 +425,7 @@ async fn serve_listener(
             Err(e) => {
                 shard.stats().ws_bad_handshakes.inc();
                 log::warn!("websocket handshake refused from={peer}: {}", e.name());
-                let body = format!("{}\n", e.name());
-                let resp = http::simple_response(400, "Bad Request", "", &body);
-                respond_and_close(&mut tcp, &resp).await;
+                respond_and_close(&mut tcp, &websocket::refusal(e)).await;
                 return;
             }
         }
@@ -584,19 +590,28 @@ async fn channel_request(
                 Ok(a) => a,
                 Err(e) => {
                     shard.stats().ws_bad_handshakes.inc();
-                    let r =
-                        http::simple_response(400, "Bad Request", "", &format!("{}\n", e.name()));
-                    respond_and_close(tcp, &r).await;
+                    log::warn!("websocket handshake refused from={peer}: {}", e.name());
+                    respond_and_close(tcp, &websocket::refusal(e)).await;
                     return ChannelNext::Done;
                 }
             };
             // The main thread opens the channel (its ring is mapped then).
             let mut stream = find();
             if stream.is_none() {
-                server.ask_main(crate::shared::MainRequest::OpenChannel(name.clone()));
-                let until = Instant::now() + Duration::from_secs(2);
-                while stream.is_none() && Instant::now() < until {
-                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                let answer = crate::shared::Answer::default();
+                server.ask_main(crate::shared::MainRequest::OpenChannel {
+                    name: name.clone(),
+                    answer: answer.clone(),
+                });
+                // The main thread answers at once (a refusal, or the
+                // channel in the stream set); the deadline only guards
+                // against a main thread that is gone.
+                let until = Instant::now() + Duration::from_secs(10);
+                while stream.is_none()
+                    && answer.load(Ordering::Acquire) != crate::shared::REFUSED
+                    && Instant::now() < until
+                {
+                    glommio::timer::sleep(Duration::from_millis(2)).await;
                     stream = find();
                 }
             }
@@ -703,8 +718,13 @@ async fn push_source(
         respond_and_close(&mut tcp, &refuse(ingest::Refusal::InUse, &presented.user)).await;
         return;
     }
+    // The mount admits listeners from the claim on: they get this
+    // encoder's icy-* headers from then on, not only once the source
+    // thread takes the connection.
+    stream.set_session_info(Some(accepted.info.clone()));
     // Accepted: answer, then the socket belongs to the source thread.
     let Some(fd) = answer_and_hand_over(&mut tcp, accepted.response()).await else {
+        stream.set_session_info(None);
         stream.release_push();
         return;
     };
