@@ -839,6 +839,10 @@ fn serve(
         .nth(1)
         .unwrap_or("")
         .to_string();
+    if path == "/admin/streamlist.txt" {
+        let _ = sock.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n/live.mp3\r\n");
+        return;
+    }
     if let Some(n) = path.strip_prefix("/hop/") {
         hops.fetch_add(1, Ordering::Relaxed);
         let next: u64 = n.parse::<u64>().unwrap_or(0) + 1;
@@ -1020,4 +1024,287 @@ fn bad_upstreams_are_logged_counted_retried_and_the_listener_stays() {
     // limit of 5 redirects.
     assert_eq!(up.live.load(Ordering::Relaxed), 7);
     assert_eq!(up.hops.load(Ordering::Relaxed), 5);
+}
+
+// ---------------------------------------------------------------------------
+// On demand
+// ---------------------------------------------------------------------------
+
+/// An `on_demand` relay connects to its upstream only while it has
+/// listeners: the origin sees no connection before the first listener, one
+/// while it listens, none again `on_demand_idle` after it left; the next
+/// listener connects it again.
+#[test]
+fn an_on_demand_relay_connects_only_while_listened_to() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let dir = TempDir::new("relay-ondemand");
+    let file = mp3_file(&dir, "tone.mp3", 5, 128, 440);
+    let origin = origin(0, &file);
+    let edge = edge(
+        &[format!("http://{}/live.mp3", origin.addr)],
+        "on_demand = true\non_demand_idle = \"1s\"",
+    );
+    let s = stream_status(&edge, "/relay.mp3");
+    assert_eq!(s["state"], "idle", "{s}");
+    assert_eq!(s["source_opens"], 0, "{s}");
+    assert_eq!(figure(&origin, "/live.mp3", "clients_total"), 0);
+
+    let listener = Mp3Listener::connect(edge.addr, "/relay.mp3");
+    listener.wait_more(20, "the first listener");
+    assert_eq!(figure(&origin, "/live.mp3", "clients"), 1);
+    assert_eq!(figure(&edge, "/relay.mp3", "source_opens"), 1);
+
+    let left = Instant::now();
+    drop(listener);
+    wait_status(&origin, "/live.mp3", "without the edge", |s| {
+        s["clients"] == 0
+    });
+    let closed = left.elapsed();
+    let line = edge.wait_log(
+        "the idle close",
+        |l| l.contains("source closed stream=/relay.mp3") && l.contains("last client left"),
+        WAIT,
+    );
+    eprintln!("on_demand_idle 1s: the origin lost the edge {closed:.2?} after the last listener left ({line})");
+    let s = stream_status(&edge, "/relay.mp3");
+    assert_eq!(s["source_idle_closes"], 1, "{s}");
+    assert_eq!(s["state"], "idle", "{s}");
+
+    let again = Mp3Listener::connect(edge.addr, "/relay.mp3");
+    again.wait_more(10, "the second listener");
+    assert_eq!(figure(&origin, "/live.mp3", "clients"), 1);
+    assert_eq!(figure(&origin, "/live.mp3", "clients_total"), 2);
+    assert_eq!(figure(&edge, "/relay.mp3", "source_opens"), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Mirroring
+// ---------------------------------------------------------------------------
+
+/// An origin's streams for the mirroring test: `mounts`, each the same file.
+fn mirror_origin_toml(port: u16, file: &Path, mounts: &[&str]) -> String {
+    let mut t = format!("listen = \"127.0.0.1:{port}\"\n{USERS}\n");
+    for m in mounts {
+        t.push_str(&format!(
+            "[[stream]]\nmount = \"{m}\"\npath = \"{}\"\nframer = \"mp3\"\nrealtime = true\nloop = true\n\n",
+            file.display()
+        ));
+    }
+    t
+}
+
+/// A stream of the edge's own: the configuration needs one beside the
+/// `[[mirror]]` (see [`a_mirror_only_edge_is_a_valid_configuration`]).
+const LOCAL_STREAM: &str = r#"
+[[stream]]
+mount = "/local"
+demo = true
+"#;
+
+/// The mounts of `server` but its own `/local`.
+fn mirrored(server: &Server) -> Vec<String> {
+    let mut m: Vec<String> = mounts(server)
+        .into_iter()
+        .filter(|m| m != "/local")
+        .collect();
+    m.sort();
+    m
+}
+
+/// A mirror's first stream list can be lost: the mirror thread starts
+/// before the shards, its answer wakes the main thread while that waits for
+/// the shards to come up (which drains the wake), and the main loop then
+/// sleeps without looking at the request; the mirror asks again only when
+/// the list changes. A SIGHUP (the same file reloaded) makes the main thread
+/// look. See [`a_mirror_applies_the_first_list_without_a_wake`].
+fn work_around_the_lost_first_list(edge: &Server) {
+    edge.wait_log(
+        "the mirror's first list",
+        |l| l.contains(" mounts") && l.contains("mirror "),
+        WAIT,
+    );
+    edge.signal("HUP");
+}
+
+/// The race [`work_around_the_lost_first_list`] works around: an edge
+/// mirroring a fast origin never relays its mounts unless something else
+/// wakes its main thread.
+#[test]
+#[ignore = "needs server fix: src/server.rs run() drains main_wake while waiting for the shards after spawn_mirror, so the first MirrorMounts request waits for an unrelated wake"]
+fn a_mirror_applies_the_first_list_without_a_wake() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let dir = TempDir::new("relay-mirror-race");
+    let file = mp3_file(&dir, "tone.mp3", 5, 128, 440);
+    // Answers the stream list at once (`/live.mp3`), faster than the edge's
+    // shards start.
+    // The race is lost about one start in three here: five starts.
+    let origin = FakeUpstream::start(vec![Act::GoodForever], &file);
+    for attempt in 1..=5 {
+        let edge = Ringcast::new()
+            .config_toml(format!(
+                "listen = \"127.0.0.1:0\"\n\n[[mirror]]\norigin = \"http://{}\"\nuser = \"relay\"\npassword = \"relaypw\"\ninterval = \"1s\"\n{LOCAL_STREAM}",
+                origin.addr
+            ))
+            .start();
+        assert!(
+            wait_until(Duration::from_secs(5), || mirrored(&edge) == ["/live.mp3"]),
+            "start {attempt}: the edge has {:?} 5 s after the list came (it is read every 1 s); log:\n{}",
+            mirrored(&edge),
+            edge.logs.dump()
+        );
+    }
+}
+
+/// An edge that only mirrors (an Icecast slave has no mount of its own) has
+/// no `[[stream]]`; the configuration must be accepted.
+#[test]
+#[ignore = "needs server fix: src/config/file.rs refuses a file without [[stream]] even when a [[mirror]] makes the streams"]
+fn a_mirror_only_edge_is_a_valid_configuration() {
+    let (status, out, err) = Ringcast::new()
+        .config_toml(
+            "listen = \"127.0.0.1:0\"\n\n[[mirror]]\norigin = \"http://127.0.0.1:9\"\nuser = \"relay\"\npassword = \"pw\"\n",
+        )
+        .arg("-check-config")
+        .run_to_exit(WAIT);
+    assert!(status.success(), "{out}{err}");
+}
+
+/// `/admin/streamlist.txt` wants the relay role (401 without credentials,
+/// with a wrong password, with a user of another role); an edge mirroring
+/// the origin relays each of its mounts, and follows the origin's reload:
+/// a mount added appears on the edge, a mount removed goes.
+#[test]
+fn an_edge_mirrors_an_origin_and_follows_its_mounts() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let dir = TempDir::new("relay-mirror");
+    let file = mp3_file(&dir, "tone.mp3", 5, 128, 440);
+    let port = free_port();
+    let origin = Ringcast::new()
+        .config_toml(mirror_origin_toml(port, &file, &["/a.mp3", "/b.mp3"]))
+        .start();
+
+    let list = "/admin/streamlist.txt";
+    let (line, _) = exchange(origin.addr, &format!("GET {list} HTTP/1.0\r\n\r\n"));
+    assert!(line.contains(" 401"), "no credentials: {line}");
+    let (line, _) = get_with_auth(origin.addr, list, "relay", "wrong");
+    assert!(line.contains(" 401"), "a wrong password: {line}");
+    let (line, _) = get_with_auth(origin.addr, list, "source", "sourcepw");
+    assert!(line.contains(" 401"), "a source user: {line}");
+    let (line, body) = get_with_auth(origin.addr, list, "relay", "relaypw");
+    assert!(line.contains(" 200"), "{line}");
+    assert_eq!(body, "/a.mp3\r\n/b.mp3\r\n");
+
+    let edge = Ringcast::new()
+        .config_toml(format!(
+            r#"listen = "127.0.0.1:0"
+
+[[mirror]]
+origin = "http://{}"
+user = "relay"
+password = "relaypw"
+interval = "1s"
+{LOCAL_STREAM}"#,
+            origin.addr
+        ))
+        .start();
+    work_around_the_lost_first_list(&edge);
+    let has = |want: &[&str]| mirrored(&edge) == want;
+    assert!(
+        wait_until(WAIT, || has(&["/a.mp3", "/b.mp3"])),
+        "the edge has {:?}; log:\n{}",
+        mirrored(&edge),
+        edge.logs.dump()
+    );
+    let (_c, body) = read_stream(edge.addr, "/a.mp3", "", 40_000);
+    assert!(whole_mp3_frames(&body, "the edge's /a.mp3") > 80);
+    wait_status(&edge, "/b.mp3", "relaying", |s| {
+        s["upstream"] == format!("http://{}/b.mp3", origin.addr).as_str()
+    });
+
+    // The origin drops /b.mp3 and adds /c.mp3.
+    origin.reload(&mirror_origin_toml(port, &file, &["/a.mp3", "/c.mp3"]));
+    let (_, body) = {
+        let ok = wait_until(WAIT, || {
+            get_with_auth(origin.addr, list, "relay", "relaypw").1 == "/a.mp3\r\n/c.mp3\r\n"
+        });
+        assert!(ok, "the origin's reload; log:\n{}", origin.logs.dump());
+        get_with_auth(origin.addr, list, "relay", "relaypw")
+    };
+    assert_eq!(body, "/a.mp3\r\n/c.mp3\r\n");
+    assert!(
+        wait_until(WAIT, || has(&["/a.mp3", "/c.mp3"])),
+        "the edge has {:?}; log:\n{}",
+        mirrored(&edge),
+        edge.logs.dump()
+    );
+    edge.wait_log(
+        "the removed mount",
+        |l| l.contains("mount /b.mp3 gone upstream"),
+        WAIT,
+    );
+    let (_c, body) = read_stream(edge.addr, "/c.mp3", "", 40_000);
+    assert!(whole_mp3_frames(&body, "the edge's /c.mp3") > 80);
+    let (line, _) = exchange(edge.addr, "GET /b.mp3 HTTP/1.0\r\n\r\n");
+    assert!(line.contains(" 404"), "/b.mp3 on the edge: {line}");
+}
+
+/// An edge mirrors an Icecast master (its `/admin/streamlist.txt` with
+/// Icecast's relay credentials): the mounts FFmpeg feeds appear on the edge,
+/// whole frames, and one whose encoder stops goes.
+#[test]
+fn an_edge_mirrors_an_icecast_master() {
+    if !require_all(&["icecast2", "ffmpeg"]) {
+        return;
+    }
+    let ice = Icecast::new().start();
+    let _one = ice.feed_mp3("/one.mp3");
+    ice.wait_mount("/one.mp3", WAIT);
+    let edge = Ringcast::new()
+        .config_toml(format!(
+            r#"listen = "127.0.0.1:0"
+
+[[mirror]]
+origin = "http://{}"
+user = "{}"
+password = "{}"
+interval = "1s"
+{LOCAL_STREAM}"#,
+            ice.addr,
+            icecast::RELAY_USER,
+            icecast::RELAY_PASSWORD
+        ))
+        .start();
+    work_around_the_lost_first_list(&edge);
+    assert!(
+        wait_until(WAIT, || mirrored(&edge) == ["/one.mp3"]),
+        "the edge has {:?}; log:\n{}",
+        mirrored(&edge),
+        edge.logs.dump()
+    );
+    let (_c, body) = read_stream(edge.addr, "/one.mp3", "", 40_000);
+    assert!(whole_mp3_frames(&body, "the edge's /one.mp3") > 80);
+
+    let mut two = ice.feed_mp3("/two.mp3");
+    ice.wait_mount("/two.mp3", WAIT);
+    let has = |want: &[&str]| mirrored(&edge) == want;
+    assert!(
+        wait_until(WAIT, || has(&["/one.mp3", "/two.mp3"])),
+        "the edge has {:?}",
+        mirrored(&edge)
+    );
+    let (_c, body) = read_stream(edge.addr, "/two.mp3", "", 40_000);
+    assert!(whole_mp3_frames(&body, "the edge's /two.mp3") > 80);
+
+    two.stop();
+    assert!(
+        wait_until(WAIT, || has(&["/one.mp3"])),
+        "the edge still has {:?}",
+        mirrored(&edge)
+    );
 }
