@@ -1026,6 +1026,56 @@ fn bad_upstreams_are_logged_counted_retried_and_the_listener_stays() {
     assert_eq!(up.hops.load(Ordering::Relaxed), 5);
 }
 
+/// The first upstream flaps (short sessions, each ending cleanly), then
+/// fails; the second is healthy all along. The relay backs off *before* it
+/// tries the list again, and the delay grows with each short session, so
+/// the failover to the healthy second upstream waits out that delay (3.2 s
+/// after five short sessions, up to 5 s): more than the 3 s. Trying
+/// the rest of the list at once when a session ends (and backing off only
+/// when every upstream failed) would keep it to a connect.
+#[test]
+#[ignore = "needs server fix: src/source.rs SourceThread::run backs off before open_relay tries the next upstream, so after short sessions a failover to a healthy upstream takes the grown backoff (3.2-5 s)"]
+fn a_failover_after_a_flapping_upstream_is_still_quick() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let dir = TempDir::new("relay-flap");
+    let a_file = mp3_file(&dir, "a.mp3", 5, 128, 440);
+    let b_file = mp3_file(&dir, "b.mp3", 5, 64, 660);
+    let short = Act::Good(Duration::from_millis(300));
+    let a = FakeUpstream::start(
+        vec![
+            Act::Good(Duration::from_secs(2)),
+            short,
+            short,
+            short,
+            short,
+            short,
+            Act::Garbage,
+        ],
+        &a_file,
+    );
+    let b = origin(0, &b_file);
+    let edge = edge(&[a.url(), format!("http://{}/live.mp3", b.addr)], "");
+    let listener = Mp3Listener::connect(edge.addr, "/relay.mp3");
+    listener.wait_more(10, "the listener on A");
+    let switched = listener.wait_kbps_after(64, Instant::now(), "the listener");
+    let frames = listener.frames();
+    let last_a = frames
+        .iter()
+        .filter(|r| r.kbps == 128 && r.at < switched)
+        .map(|r| r.at)
+        .max()
+        .unwrap();
+    let gap = switched - last_a;
+    eprintln!(
+        "after 5 short sessions of A: {:.3} s from A's last frame to B's first; delays {:?}",
+        gap.as_secs_f64(),
+        backoff_delays(&edge, "/relay.mp3")
+    );
+    assert!(gap <= Duration::from_secs(3), "the failover took {gap:?}");
+}
+
 // ---------------------------------------------------------------------------
 // On demand
 // ---------------------------------------------------------------------------
@@ -1678,5 +1728,78 @@ password = "sourcepw"
     );
     wait_status(&target, "/in.mp3", "receiving frames", |s| {
         s["frames_in"].as_u64() > Some(20)
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The example
+// ---------------------------------------------------------------------------
+
+/// `deploy/examples/relay.toml`.
+fn relay_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/relay.toml")
+}
+
+/// Run `body` on a thread of its own in a new network namespace (loopback
+/// up), where the example's fixed ports (8000, 8001, 8002) are free whatever
+/// else runs on the machine. Processes it starts are in the namespace too.
+/// False (skipped) when namespaces cannot be made.
+fn in_network_namespace(body: impl FnOnce() + Send + 'static) -> bool {
+    let made = std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) changes this thread's network
+        // namespace only (not the other tests' threads); no memory effects.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        run(Command::new("ip").args(["link", "set", "lo", "up"]));
+        body();
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    require_that(
+        made.is_ok(),
+        &format!("a network namespace ({})", made.err().unwrap_or_default()),
+    )
+}
+
+/// The example as shipped: `-check-config` accepts it; run in a network
+/// namespace with origins at its two upstream addresses (8001: 128 kbit/s,
+/// 8002: 64 kbit/s), it listens at 127.0.0.1:8000, relays 8001 to its
+/// listener, and moves it to 8002 when 8001 dies.
+#[test]
+fn the_relay_example_is_accepted_and_fails_over() {
+    let (status, out, err) = Ringcast::new()
+        .arg("-config")
+        .arg(relay_example())
+        .arg("-check-config")
+        .run_to_exit(WAIT);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("configuration OK"), "{out}{err}");
+
+    if !require_root() || !require_all(&["ffmpeg", "ip"]) {
+        return;
+    }
+    in_network_namespace(|| {
+        let dir = TempDir::new("relay-example");
+        let a_file = mp3_file(&dir, "a.mp3", 10, 128, 440);
+        let b_file = mp3_file(&dir, "b.mp3", 10, 64, 660);
+        let mut a = origin(8001, &a_file);
+        let _b = origin(8002, &b_file);
+        let edge = Ringcast::new().arg("-config").arg(relay_example()).start();
+        assert_eq!(edge.addr.to_string(), "127.0.0.1:8000");
+        wait_status(&edge, "/relay.mp3", "on 8001", |s| {
+            s["upstream"] == "http://127.0.0.1:8001/live.mp3"
+        });
+        let listener = Mp3Listener::connect(edge.addr, "/relay.mp3");
+        listener.wait_more(20, "the example's listener");
+        let took = fail_over(&mut a, &listener, 64, "relay.toml: 8001 killed, to 8002");
+        assert!(took <= Duration::from_secs(3), "failover took {took:?}");
+        let s = wait_status(&edge, "/relay.mp3", "on 8002", |s| {
+            s["upstream"] == "http://127.0.0.1:8002/live.mp3"
+        });
+        assert_eq!(s["relay_failovers"], 1, "{s}");
+        assert_eq!(s["clients_ended"], 0, "{s}");
+        assert!(listener.connected());
     });
 }
