@@ -1076,6 +1076,130 @@ fn a_failover_after_a_flapping_upstream_is_still_quick() {
     assert!(gap <= Duration::from_secs(3), "the failover took {gap:?}");
 }
 
+/// An Ogg Vorbis file made by FFmpeg with stream serial number `serial`.
+fn ogg_file(dir: &TempDir, name: &str, secs: u32, freq: u32, serial: u32) -> PathBuf {
+    let path = dir.join(name);
+    run(Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency={freq}:sample_rate=44100:duration={secs}"
+        ))
+        .args(["-ac", "2", "-c:a", "libvorbis", "-q:a", "2"])
+        .args(["-fflags", "+bitexact", "-serial_offset"])
+        .arg(serial.to_string())
+        .args(["-f", "ogg"])
+        .arg(&path));
+    path
+}
+
+/// One Ogg page at the start of `b`: (length, beginning of stream, granule
+/// position, serial number); panics on a bad CRC; `None` when `b` holds no
+/// whole page.
+fn ogg_page(b: &[u8]) -> Option<(usize, bool, i64, u32)> {
+    if b.len() < 27 {
+        return None;
+    }
+    assert_eq!(&b[..4], b"OggS", "not an Ogg page: {:02x?}", &b[..16]);
+    let segs = usize::from(b[26]);
+    let lacing = b.get(27..27 + segs)?;
+    let len = 27 + segs + lacing.iter().map(|l| usize::from(*l)).sum::<usize>();
+    let page = b.get(..len)?;
+    let stored = u32::from_le_bytes(b[22..26].try_into().unwrap());
+    assert_eq!(
+        ::ringcast::framing::ogg_crc(page),
+        stored,
+        "bad CRC in a page"
+    );
+    let granule = i64::from_le_bytes(b[6..14].try_into().unwrap());
+    let serial = u32::from_le_bytes(b[14..18].try_into().unwrap());
+    Some((len, b[5] & 2 != 0, granule, serial))
+}
+
+/// An Ogg relay with two upstreams (Vorbis, serial numbers 100 and 200):
+/// when the first dies, the listener gets the second's header pages (its
+/// BOS page, then the other header pages) before any of its audio pages,
+/// all pages whole with good CRCs.
+#[test]
+fn an_ogg_relay_sends_the_new_headers_at_a_failover() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let dir = TempDir::new("relay-ogg");
+    let a_file = ogg_file(&dir, "a.ogg", 10, 440, 100);
+    let b_file = ogg_file(&dir, "b.ogg", 10, 660, 200);
+    let ogg_origin = |file: &Path| {
+        Ringcast::new()
+            .config_toml(format!(
+                "listen = \"127.0.0.1:0\"\n\n[[stream]]\nmount = \"/live.ogg\"\npath = \"{}\"\nframer = \"ogg\"\nrealtime = true\nloop = true\n",
+                file.display()
+            ))
+            .start()
+    };
+    let mut a = ogg_origin(&a_file);
+    let b = ogg_origin(&b_file);
+    let edge = Ringcast::new()
+        .config_toml(format!(
+            "listen = \"127.0.0.1:0\"\n\n[[stream]]\nmount = \"/relay.ogg\"\nframer = \"ogg\"\nrelay = [\"http://{}/live.ogg\", \"http://{}/live.ogg\"]\n",
+            a.addr, b.addr
+        ))
+        .start();
+    wait_status(&edge, "/relay.ogg", "relaying A", |s| {
+        s["frames_in"].as_u64() > Some(5)
+    });
+    let mut c = Client::request(edge.addr, "GET /relay.ogg HTTP/1.0\r\n\r\n");
+    assert!(c.status_line().contains(" 200"), "{}", c.head);
+    let mut body = c.read_body(8_000, WAIT);
+    let mut pages: Vec<(bool, i64, u32)> = Vec::new();
+    let mut at = 0;
+    let mut parse = |body: &[u8], pages: &mut Vec<(bool, i64, u32)>| {
+        while let Some((len, bos, granule, serial)) = ogg_page(&body[at..]) {
+            pages.push((bos, granule, serial));
+            at += len;
+        }
+    };
+    parse(&body, &mut pages);
+    assert!(pages[0].0 && pages[0].2 == 100, "A's BOS first: {pages:?}");
+    a.signal("KILL");
+    a.wait_exit(WAIT).expect("A exits");
+    // Read until B's audio pages come.
+    let deadline = Instant::now() + WAIT;
+    while !pages.iter().any(|p| p.2 == 200 && p.1 > 0) {
+        assert!(Instant::now() < deadline, "no audio from B: {pages:?}");
+        let (more, eof) = c.read_until_eof_or(Duration::from_millis(200));
+        assert!(!eof, "the listener was disconnected");
+        body.extend_from_slice(&more);
+        parse(&body, &mut pages);
+    }
+    let first_b = pages.iter().position(|p| p.2 == 200).unwrap();
+    let first_b_audio = pages.iter().position(|p| p.2 == 200 && p.1 > 0).unwrap();
+    eprintln!(
+        "Ogg failover: {} pages of A, then B's pages from {first_b}: {:?}",
+        first_b,
+        &pages[first_b..first_b_audio + 1]
+    );
+    assert!(
+        pages[first_b].0,
+        "B's first page is not its BOS page: {pages:?}"
+    );
+    // Vorbis: the identification header (BOS), then comment and setup
+    // headers, granule 0, before the audio.
+    assert!(first_b_audio >= first_b + 2, "{pages:?}");
+    assert!(
+        pages[first_b..first_b_audio].iter().all(|p| p.1 == 0),
+        "{pages:?}"
+    );
+    assert!(
+        pages[..first_b].iter().all(|p| p.2 == 100),
+        "A's pages, then B's: {pages:?}"
+    );
+    assert!(
+        pages[first_b + 1..].iter().all(|p| !p.0),
+        "one BOS page of B: {pages:?}"
+    );
+    assert_eq!(figure(&edge, "/relay.ogg", "clients_ended"), 0);
+    drop(b);
+}
+
 // ---------------------------------------------------------------------------
 // On demand
 // ---------------------------------------------------------------------------
