@@ -475,6 +475,72 @@ fn an_edge_relays_icecast_with_its_titles_stripped_from_the_audio() {
     );
 }
 
+/// An Icecast mount that wants listener credentials (htpasswd): the edge,
+/// with no credentials in its upstream URL, answers the 401 with its relay
+/// role's user and relays the mount; an edge without a relay user is
+/// refused, counted, and retried.
+#[test]
+fn an_edge_authenticates_with_its_relay_user_when_icecast_asks() {
+    if !require_all(&["icecast2", "ffmpeg", "md5sum"]) {
+        return;
+    }
+    let dir = TempDir::new("relay-auth");
+    // Icecast 2.4's htpasswd file: user:md5-hex(password).
+    let md5 = run(Command::new("sh").args(["-c", "printf %s relaypw | md5sum"]));
+    let hash = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let users = dir.write("users", format!("relay:{hash}\n"));
+    let ice = Icecast::new()
+        .fragment(format!(
+            "<mount type=\"normal\"><mount-name>/private.mp3</mount-name>\
+             <authentication type=\"htpasswd\"><option name=\"filename\" value=\"{}\"/>\
+             <option name=\"allow_duplicate_users\" value=\"1\"/></authentication></mount>",
+            users.display()
+        ))
+        .start();
+    let _encoder = ice.feed_mp3("/private.mp3");
+    ice.wait_mount("/private.mp3", WAIT);
+    let mut anonymous = ice.listen("/private.mp3");
+    assert!(
+        anonymous.status_line().contains(" 401"),
+        "Icecast lets anyone in: {}",
+        anonymous.head
+    );
+    let _ = anonymous.read_until_eof_or(Duration::from_millis(100));
+
+    let edge = edge(&[ice.url("/private.mp3")], "");
+    let s = wait_status(&edge, "/relay.mp3", "relaying", |s| {
+        s["frames_in"].as_u64() > Some(20)
+    });
+    assert_eq!(s["upstream_errors"], 0, "{s}");
+    let (_c, body) = read_stream(edge.addr, "/relay.mp3", "", 20_000);
+    assert!(whole_mp3_frames(&body, "the edge's listener") > 40);
+
+    // Without a relay user, the 401 stands: counted and retried.
+    let stranger = Ringcast::new()
+        .config_toml(format!(
+            "listen = \"127.0.0.1:0\"\n\n[[stream]]\nmount = \"/relay.mp3\"\nrelay = \"{}\"\n",
+            ice.url("/private.mp3")
+        ))
+        .start();
+    stranger.wait_log(
+        "the refusal",
+        |l| l.contains("failed: upstream answered 401"),
+        WAIT,
+    );
+    stranger.wait_log_nth(
+        "a retry",
+        2,
+        |l| l.contains("failed: upstream answered 401"),
+        WAIT,
+    );
+    assert!(figure(&stranger, "/relay.mp3", "upstream_errors") >= 2);
+    assert_eq!(figure(&stranger, "/relay.mp3", "frames_in"), 0);
+}
+
 /// Icecast relays a ringcast mount (`<relay>`): a listener of Icecast gets
 /// whole MP3 frames; ringcast sees Icecast as one listener.
 #[test]
