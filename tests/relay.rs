@@ -222,11 +222,8 @@ struct Mp3Listener {
     frames: Arc<Mutex<Vec<Rx>>>,
     /// Why the stream stopped being whole frames, or that it ended.
     trouble: Arc<Mutex<Option<String>>>,
-    bytes: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// The listener's own address (the server logs it as the peer).
-    pub local: SocketAddr,
 }
 
 impl Mp3Listener {
@@ -239,10 +236,8 @@ impl Mp3Listener {
         let (first, _) = c.read_until_eof_or(Duration::from_millis(1));
         let frames = Arc::new(Mutex::new(Vec::new()));
         let trouble = Arc::new(Mutex::new(None));
-        let bytes = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let local = c.local_addr();
-        let (f, t, b, s) = (frames.clone(), trouble.clone(), bytes.clone(), stop.clone());
+        let (f, t, s) = (frames.clone(), trouble.clone(), stop.clone());
         let mut sock = c.stream;
         let thread = std::thread::spawn(move || {
             sock.set_read_timeout(Some(Duration::from_millis(100)))
@@ -252,8 +247,7 @@ impl Mp3Listener {
             let mut offset = 0usize;
             while !s.load(Ordering::Relaxed) {
                 // Whole frames at the front of `buf`.
-                loop {
-                    let Some(h) = buf.get(..4) else { break };
+                while let Some(h) = buf.get(..4) {
                     let Some(len) = mp3_frame_len(h.try_into().unwrap()) else {
                         *t.lock().unwrap() = Some(format!(
                             "no MP3 frame at byte {offset} (after {} frames): {:02x?}",
@@ -278,10 +272,7 @@ impl Mp3Listener {
                         *t.lock().unwrap() = Some(format!("EOF after {offset} bytes"));
                         return;
                     }
-                    Ok(n) => {
-                        b.fetch_add(n, Ordering::Relaxed);
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -297,10 +288,8 @@ impl Mp3Listener {
         Mp3Listener {
             frames,
             trouble,
-            bytes,
             stop,
             thread: Some(thread),
-            local,
         }
     }
 
