@@ -338,7 +338,12 @@ pub fn status_json_xsl(server: &ServerShared, set: &StreamSet, host: Option<&str
     ice.insert("server_start".into(), json!(rfc));
     ice.insert("server_start_iso8601".into(), json!(iso));
     match live.as_slice() {
-        [] => {}
+        // Icecast 2.4.4's stylesheet ends an icestats without sources with
+        // `"dummy": null` (and every source object, but not icestats, when
+        // there are sources).
+        [] => {
+            ice.insert("dummy".into(), Value::Null);
+        }
         [one] => {
             ice.insert("source".into(), source_json(one, &base));
         }
@@ -349,7 +354,6 @@ pub fn status_json_xsl(server: &ServerShared, set: &StreamSet, host: Option<&str
             );
         }
     }
-    ice.insert("dummy".into(), Value::Null);
     json!({ "icestats": ice })
 }
 
@@ -373,6 +377,69 @@ mod tests {
             Some(b"/live.mp3".to_vec())
         );
         assert_eq!(http::query_bytes("x=1", "song"), None);
+    }
+
+    #[test]
+    fn status_json_xsl_has_the_shapes_of_icecast_2_4_4() {
+        let server = ServerShared::new(
+            1,
+            None,
+            0,
+            false,
+            std::sync::Arc::new(crate::sys::EventFd::new().unwrap()),
+        );
+        let stream = |mount: &str| {
+            let config = crate::config::parse_args(
+                ["-frame-bytes", "100", "-path", "/dev/null"].map(std::ffi::OsString::from),
+                false,
+            )
+            .unwrap();
+            let crate::config::Command::Run(mut config) = config else {
+                panic!()
+            };
+            let mut sc = config.streams.remove(0);
+            sc.mount = Some(mount.into());
+            let s = std::sync::Arc::new(Stream::new(sc, 1).unwrap());
+            s.set_state(SourceState::Running);
+            s
+        };
+        let doc = |streams| {
+            let set = StreamSet {
+                version: 1,
+                streams,
+            };
+            status_json_xsl(&server, &set, Some("radio.example:8000"))["icestats"].clone()
+        };
+        // No source: no `source`, `dummy` in icestats.
+        let none = doc(vec![]);
+        assert!(none.get("source").is_none());
+        assert_eq!(none.get("dummy"), Some(&Value::Null));
+        assert_eq!(none["host"], "radio.example");
+        // One: an object; `dummy` in it, not in icestats.
+        let one = doc(vec![stream("/a.mp3")]);
+        assert!(one.get("dummy").is_none());
+        assert_eq!(
+            one["source"]["listenurl"],
+            "http://radio.example:8000/a.mp3"
+        );
+        assert_eq!(one["source"].get("dummy"), Some(&Value::Null));
+        assert!(one["source"]["listeners"].is_u64());
+        // Several: an array by mount.
+        let two = doc(vec![stream("/b.mp3"), stream("/a.mp3")]);
+        assert!(two.get("dummy").is_none());
+        let urls: Vec<&str> = two["source"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["listenurl"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "http://radio.example:8000/a.mp3",
+                "http://radio.example:8000/b.mp3"
+            ]
+        );
     }
 
     #[test]

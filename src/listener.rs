@@ -552,8 +552,11 @@ impl Listener {
         self.session_seen = to.session_start();
         self.offset = 0;
         self.header_from = 0;
+        // Title versions count per stream: the next block carries `to`'s
+        // current title.
+        self.title_version = u32::MAX;
         let config = to.config();
-        self.flags &= BLOCKED;
+        self.flags &= BLOCKED | WEBSOCKET;
         self.flags |= NEEDS_HEADER;
         if config.framer == FramerKind::Ogg {
             self.flags |= RESEND_HEADERS;
@@ -1615,6 +1618,111 @@ mod stress {
             b = &b[at + len..];
         }
         out
+    }
+
+    fn running_stream() -> (Arc<Stream>, RingWriter) {
+        let args: Vec<std::ffi::OsString> = ["-path", "/dev/null", "-frame-bytes", "16"]
+            .iter()
+            .map(|s| s.into())
+            .collect();
+        let Command::Run(mut c) = crate::config::parse_args(args, false).unwrap() else {
+            panic!()
+        };
+        let s = Arc::new(Stream::new(c.streams.remove(0), 1).unwrap());
+        s.set_state(SourceState::Running);
+        let w = RingWriter::new(s.ring.clone());
+        (s, w)
+    }
+
+    /// Send until caught up (a socket with room for everything).
+    fn drain(l: &mut Listener, s: &Stream, out: &mut Room, scratch: &mut SendScratch) {
+        for _ in 0..16 {
+            let mut ctx = SendCtx {
+                stream: s,
+                stats: &s.client_stats[0],
+                guard: 1,
+                copy_all: false,
+                scratch: &mut *scratch,
+            };
+            match l.try_send(&mut ctx, out) {
+                Step::Progress => continue,
+                Step::CaughtUp => return,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_listener_moved_to_another_stream_gets_its_title_next() {
+        let (home, mut hw) = running_stream();
+        let (other, mut ow) = running_stream();
+        home.titles.set(crate::metadata::Title::new("Home", None));
+        other
+            .titles
+            .set(crate::metadata::Title::new("Fallback", None));
+        let fd = sys::dup(0).unwrap_or_else(|_| sys::dup(1).unwrap());
+        let mut l = Listener::new(&home, fd, "127.0.0.1:9".parse().unwrap(), 0, Vec::new());
+        l.enable_icy(F);
+        let mut out = Room {
+            got: Vec::new(),
+            plan: vec![1 << 20],
+            at: 0,
+        };
+        let mut scratch = SendScratch::new();
+        for n in 0..3 {
+            hw.publish(&frame(n));
+        }
+        drain(&mut l, &home, &mut out, &mut scratch);
+        l.retarget(&other);
+        for n in 100..103 {
+            ow.publish(&frame(n));
+        }
+        drain(&mut l, &other, &mut out, &mut scratch);
+        let mut strip = crate::metadata::IcyStripper::new(F);
+        let mut audio = Vec::new();
+        let titles: Vec<String> = strip
+            .push(&out.got, &mut audio)
+            .into_iter()
+            .map(|t| t.title)
+            .collect();
+        assert_eq!(titles, ["Home", "Fallback"]);
+    }
+
+    #[test]
+    fn a_websocket_listener_moved_to_another_stream_stays_websocket() {
+        let (home, mut hw) = running_stream();
+        let (other, mut ow) = running_stream();
+        let fd = sys::dup(0).unwrap_or_else(|_| sys::dup(1).unwrap());
+        let mut l = Listener::new(&home, fd, "127.0.0.1:9".parse().unwrap(), 0, Vec::new());
+        l.enable_websocket();
+        let mut out = Room {
+            got: Vec::new(),
+            plan: vec![1 << 20],
+            at: 0,
+        };
+        let mut scratch = SendScratch::new();
+        for n in 0..2 {
+            hw.publish(&frame(n));
+        }
+        drain(&mut l, &home, &mut out, &mut scratch);
+        l.retarget(&other);
+        assert!(l.websocket());
+        for n in 100..102 {
+            ow.publish(&frame(n));
+        }
+        drain(&mut l, &other, &mut out, &mut scratch);
+        let messages = ws_messages(&out.got);
+        assert!(messages.iter().all(|m| m.len() == F), "{messages:?}");
+        let numbers: Vec<u64> = messages
+            .iter()
+            .map(|m| u64::from_be_bytes(m[..8].try_into().unwrap()))
+            .collect();
+        assert_eq!(numbers, [0, 1, 100, 101]);
+        assert_eq!(
+            messages.iter().map(|m| m.len() + 2).sum::<usize>(),
+            out.got.len(),
+            "nothing but whole messages"
+        );
     }
 
     proptest! {

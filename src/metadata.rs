@@ -33,14 +33,49 @@ impl Title {
         }
     }
 
-    /// The metadata block of this title (length byte included).
+    /// The metadata block of this title (length byte included). A title too
+    /// long for one block is cut at a character boundary and keeps its
+    /// closing `';`; the URL goes only when it fits after the whole title.
     pub fn block(&self) -> Vec<u8> {
-        let mut text = format!("StreamTitle='{}';", self.title);
-        if let Some(u) = &self.url {
-            text.push_str(&format!("StreamUrl='{u}';"));
+        let url = self.url.as_ref().map(|u| format!("StreamUrl='{u}';"));
+        // Latin-1 when every character fits (what most players assume for
+        // ICY), UTF-8 otherwise (what most players then show right).
+        let latin1 = self
+            .title
+            .chars()
+            .chain(url.iter().flat_map(|u| u.chars()))
+            .all(|c| (c as u32) <= 0xff);
+        let encode = |s: &str| -> Vec<u8> {
+            if latin1 {
+                s.chars().map(|c| c as u8).collect()
+            } else {
+                s.as_bytes().to_vec()
+            }
+        };
+        const OPEN: &[u8] = b"StreamTitle='";
+        const CLOSE: &[u8] = b"';";
+        let room = MAX_BLOCK - OPEN.len() - CLOSE.len();
+        let title = encode(&self.title);
+        let keep = if title.len() <= room {
+            title.len()
+        } else if latin1 {
+            room
+        } else {
+            // UTF-8: the longest prefix that ends on a character boundary.
+            (0..=room)
+                .rev()
+                .find(|&i| self.title.is_char_boundary(i))
+                .unwrap_or(0)
+        };
+        let mut bytes = Vec::with_capacity(MAX_BLOCK);
+        bytes.extend_from_slice(OPEN);
+        bytes.extend_from_slice(&title[..keep]);
+        bytes.extend_from_slice(CLOSE);
+        if let Some(u) = url.map(|u| encode(&u)) {
+            if bytes.len() + u.len() <= MAX_BLOCK {
+                bytes.extend_from_slice(&u);
+            }
         }
-        let mut bytes = to_latin1_or_utf8(&text);
-        bytes.truncate(MAX_BLOCK);
         let blocks = bytes.len().div_ceil(16);
         let mut out = Vec::with_capacity(1 + blocks * 16);
         out.push(blocks as u8);
@@ -52,16 +87,6 @@ impl Title {
 
 /// The block that says "nothing changed".
 pub const EMPTY_BLOCK: [u8; 1] = [0];
-
-/// Titles are sent as Latin-1 when every character fits (what most players
-/// assume for ICY), as UTF-8 otherwise (what most players then show right).
-fn to_latin1_or_utf8(s: &str) -> Vec<u8> {
-    if s.chars().all(|c| (c as u32) < 256) {
-        s.chars().map(|c| c as u8).collect()
-    } else {
-        s.as_bytes().to_vec()
-    }
-}
 
 fn clean(s: &str, max_chars: usize) -> String {
     let mut out: String = s
@@ -260,6 +285,33 @@ mod tests {
         assert_eq!(b.len(), 1 + 16 * b[0] as usize);
         assert!(b.len() <= 1 + MAX_BLOCK);
         assert_eq!(parse_block(&b[1..]).unwrap().title.len(), 2000);
+    }
+
+    #[test]
+    fn a_long_utf8_title_is_cut_at_a_character_and_keeps_its_end() {
+        // 2,000 three-byte characters (6,000 bytes) and a URL: the title is
+        // cut to what fits, on a character boundary, `';` kept; no URL.
+        let long = "\u{65e5}".repeat(5000);
+        let b = Title::new(&long, Some("http://x/")).block();
+        assert_eq!(b.len(), 1 + 16 * b[0] as usize);
+        assert!(b.len() <= 1 + MAX_BLOCK);
+        let end = b.iter().rposition(|&x| x != 0).unwrap() + 1;
+        let text = std::str::from_utf8(&b[1..end]).expect("whole UTF-8 characters");
+        assert!(
+            text.starts_with("StreamTitle='") && text.ends_with("';"),
+            "{text}"
+        );
+        assert_eq!(text.matches("';").count(), 1);
+        let t = parse_block(&b[1..]).unwrap();
+        assert_eq!(t.title.chars().count(), (MAX_BLOCK - 15) / 3);
+        assert!(t.title.chars().all(|c| c == '\u{65e5}'));
+        assert_eq!(t.url, None);
+        // A URL that fits after the title stays.
+        let b = Title::new(&"\u{65e5}".repeat(100), Some("http://x/")).block();
+        assert_eq!(
+            parse_block(&b[1..]).unwrap().url.as_deref(),
+            Some("http://x/")
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::config::{Config, StreamConfig};
 use crate::destination::Pusher;
 use crate::engine::Flush;
 use crate::shard::{self, ListenerKind};
-use crate::shared::{MainRequest, ServerShared};
+use crate::shared::{MainRequest, ServerShared, OPENED, REFUSED};
 use crate::source::{self, SourceContext};
 use crate::stream::{Bell, SourceState, Stream, StreamSet};
 use crate::sys::{self, EventFd};
@@ -202,9 +202,18 @@ impl Control {
             return;
         }
         let mut changed = false;
+        let mut answers = Vec::new();
         for r in requests {
             match r {
-                MainRequest::OpenChannel(name) => changed |= self.open_channel(&name),
+                MainRequest::OpenChannel { name, answer } => {
+                    changed |= self.open_channel(&name);
+                    let mount = channel_mount(&name);
+                    let open = self
+                        .running
+                        .iter()
+                        .any(|r| r.stream.mount.as_deref() == Some(&mount));
+                    answers.push((answer, if open { OPENED } else { REFUSED }));
+                }
                 MainRequest::MirrorMounts { index, mounts } => {
                     changed |= self.mirror_mounts(index, &mounts)
                 }
@@ -212,6 +221,10 @@ impl Control {
         }
         if changed {
             self.publish();
+        }
+        // After the publish: an opened channel is in the set shards read.
+        for (answer, a) in answers {
+            answer.store(a, Ordering::Release);
         }
     }
 
@@ -701,6 +714,9 @@ fn wait_for_stop(
         if PANICKED.load(Ordering::Acquire) {
             return Ok(());
         }
+        // First what shards asked, also before this loop began (start-up
+        // drains the wake-up they rang).
+        control.handle_requests();
         let set = shared.streams();
         let finished = !set.streams.is_empty()
             && set.streams.iter().all(|s| s.state() == SourceState::Ended)
@@ -738,7 +754,6 @@ fn wait_for_stop(
         if ready[2] {
             control.main_wake.drain();
         }
-        control.handle_requests();
         if control.config.channels.max_channels > 0 && control.close_idle_channels() {
             control.publish();
         }
@@ -808,7 +823,7 @@ fn check_limits(config: &Config) {
     match sys::raise_memlock_limit() {
         Ok((soft, _)) if soft < memlock_needed(config.cpu_max.max(1)) => {
             log::warn!(
-                "memlock limit is {} KiB, below the {} KiB that {} shard(s) need: io_uring will not start; raise it (LimitMEMLOCK=, ulimit -l) — see tuning.md",
+                "memlock limit is {} KiB, below the {} KiB that {} shard(s) need: io_uring may fail to start; raise it (LimitMEMLOCK=, ulimit -l) — see tuning.md",
                 soft / 1024,
                 memlock_needed(config.cpu_max.max(1)) / 1024,
                 config.cpu_max

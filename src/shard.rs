@@ -417,9 +417,7 @@ async fn serve_listener(
             Err(e) => {
                 shard.stats().ws_bad_handshakes.inc();
                 log::warn!("websocket handshake refused from={peer}: {}", e.name());
-                let body = format!("{}\n", e.name());
-                let resp = http::simple_response(400, "Bad Request", "", &body);
-                respond_and_close(&mut tcp, &resp).await;
+                respond_and_close(&mut tcp, &websocket::refusal(e)).await;
                 return;
             }
         }
@@ -584,19 +582,28 @@ async fn channel_request(
                 Ok(a) => a,
                 Err(e) => {
                     shard.stats().ws_bad_handshakes.inc();
-                    let r =
-                        http::simple_response(400, "Bad Request", "", &format!("{}\n", e.name()));
-                    respond_and_close(tcp, &r).await;
+                    log::warn!("websocket handshake refused from={peer}: {}", e.name());
+                    respond_and_close(tcp, &websocket::refusal(e)).await;
                     return ChannelNext::Done;
                 }
             };
             // The main thread opens the channel (its ring is mapped then).
             let mut stream = find();
             if stream.is_none() {
-                server.ask_main(crate::shared::MainRequest::OpenChannel(name.clone()));
-                let until = Instant::now() + Duration::from_secs(2);
-                while stream.is_none() && Instant::now() < until {
-                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                let answer = crate::shared::Answer::default();
+                server.ask_main(crate::shared::MainRequest::OpenChannel {
+                    name: name.clone(),
+                    answer: answer.clone(),
+                });
+                // The main thread answers at once (a refusal, or the
+                // channel in the stream set); the deadline only guards
+                // against a main thread that is gone.
+                let until = Instant::now() + Duration::from_secs(10);
+                while stream.is_none()
+                    && answer.load(Ordering::Acquire) != crate::shared::REFUSED
+                    && Instant::now() < until
+                {
+                    glommio::timer::sleep(Duration::from_millis(2)).await;
                     stream = find();
                 }
             }

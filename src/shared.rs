@@ -59,11 +59,27 @@ pub struct ServerShared {
     requests: Mutex<Vec<MainRequest>>,
 }
 
+/// The main thread's answer to a request that waits for one: `PENDING`
+/// until it is done, then `OPENED` or `REFUSED`.
+pub type Answer = Arc<std::sync::atomic::AtomicU8>;
+/// Not answered yet.
+pub const PENDING: u8 = 0;
+/// Done: the channel exists (it is in the published stream set).
+pub const OPENED: u8 = 1;
+/// Refused (no room for another channel, or it could not start).
+pub const REFUSED: u8 = 2;
+
 /// A request to the main thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum MainRequest {
-    /// A publisher wants channel `name` (made if there is room).
-    OpenChannel(String),
+    /// A publisher wants channel `name` (made if there is room); the main
+    /// thread answers in `answer` once the stream set is published.
+    OpenChannel {
+        /// The channel's name.
+        name: String,
+        /// Where the main thread answers.
+        answer: Answer,
+    },
     /// Mirror `index` (of the configuration's) lists these mounts now.
     MirrorMounts {
         /// Which `[[mirror]]`.

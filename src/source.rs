@@ -119,6 +119,8 @@ struct NetBody {
     /// closed.
     raw_ws: Vec<u8>,
     ws_closed: bool,
+    /// The WebSocket publisher broke the protocol (it was sent a close).
+    ws_failed: bool,
     /// Bytes read (or that came with the request head) not decoded yet.
     raw: Vec<u8>,
     /// Decoded body bytes not handed out yet.
@@ -180,6 +182,7 @@ impl NetBody {
                         }
                         Err(e) => {
                             let _ = self.sock.write_all(&websocket::close_frame(e.code()));
+                            self.ws_failed = true;
                             return Err(io::Error::new(
                                 io::ErrorKind::InvalidData,
                                 format!(
@@ -584,6 +587,7 @@ impl SourceThread {
             titles: Vec::new(),
             raw_ws: Vec::new(),
             ws_closed: false,
+            ws_failed: false,
             raw: conn.leftover,
             ready: Vec::new(),
             scratch: Vec::new(),
@@ -647,6 +651,7 @@ impl SourceThread {
                         titles: Vec::new(),
                         raw_ws: Vec::new(),
                         ws_closed: false,
+                        ws_failed: false,
                         raw: c.leftover,
                         ready: Vec::new(),
                         scratch: Vec::new(),
@@ -865,7 +870,12 @@ impl SourceThread {
                 {
                     continue
                 }
-                Err(e) => return (SessionEnd::Error(e), opened),
+                Err(e) => {
+                    if matches!(&opened, Opened::Push(b) if b.ws_failed) {
+                        self.ctx.stream.source_stats.ws_publisher_errors.inc();
+                    }
+                    return (SessionEnd::Error(e), opened);
+                }
             };
             if let Opened::Relay(b) = &mut opened {
                 for t in b.titles.drain(..) {

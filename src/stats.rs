@@ -461,6 +461,10 @@ figures! {
         /// Bytes the framer skipped as garbage.
         invalid_bytes: Counter, Unit::Bytes, "invalid_bytes", "stream_invalid_bytes_total",
             "Source bytes skipped as garbage.";
+        /// WebSocket publishers closed for breaking the protocol (an
+        /// unmasked or malformed frame: close 1002; a message too big: 1009).
+        ws_publisher_errors: Counter, Unit::Count, "ws_publisher_errors", "stream_ws_publisher_errors_total",
+            "WebSocket publishers closed for breaking the protocol.";
         /// Frames dropped whole for being larger than frame-bytes.
         oversized_frames: Counter, Unit::Frames, "oversized_frames", "stream_oversized_frames_total",
             "Frames dropped whole for being larger than frame-bytes.";

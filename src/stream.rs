@@ -762,9 +762,15 @@ impl StreamSet {
                 Some(f) if !seen.contains(&f.id) => at = f,
                 // Nothing in the chain delivers. A stream its listeners
                 // start (a command backing off, say) keeps them waiting, as
-                // it always did; a push or relay mount without its source
-                // has nothing to give.
-                _ => return (!home.is_remote()).then(|| home.clone()),
+                // it always did, and so does a push or relay mount whose
+                // source is connected but quiet (or has not sent its first
+                // frame yet); one without its source has nothing to give.
+                _ => {
+                    let waits = !home.is_remote()
+                        || home.push_claimed()
+                        || home.state() == SourceState::Running;
+                    return waits.then(|| home.clone());
+                }
             }
         }
     }

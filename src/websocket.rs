@@ -24,7 +24,7 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.digest().bytes())
 }
 
-/// Why a handshake is refused (each answered 400 with a reason, or 426).
+/// Why a handshake is refused (each answered 400 with a reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
     /// Not `Upgrade: websocket` with `Connection: Upgrade`.
@@ -44,6 +44,16 @@ impl HandshakeError {
             HandshakeError::Key => "missing or bad Sec-WebSocket-Key",
         }
     }
+}
+
+/// The answer to a refused handshake: 400 with the reason, and for a
+/// version other than 13 the version this server speaks (RFC 6455 4.4).
+pub fn refusal(e: HandshakeError) -> Vec<u8> {
+    let extra = match e {
+        HandshakeError::Version => "Sec-WebSocket-Version: 13\r\n",
+        _ => "",
+    };
+    crate::http::simple_response(400, "Bad Request", extra, &format!("{}\n", e.name()))
 }
 
 /// True when the request asks for a WebSocket (`Upgrade: websocket`).
@@ -292,6 +302,16 @@ pub fn parse_channel_path(path: &str) -> Option<Result<ChannelPath, &'static str
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_wrong_version_is_told_the_one_spoken() {
+        let r = String::from_utf8(refusal(HandshakeError::Version)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+        assert!(r.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{r}");
+        let r = String::from_utf8(refusal(HandshakeError::Key)).unwrap();
+        assert!(!r.contains("Sec-WebSocket-Version"), "{r}");
+        assert!(r.ends_with("missing or bad Sec-WebSocket-Key\n"), "{r}");
+    }
 
     #[test]
     fn the_rfc_example_key() {

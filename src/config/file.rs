@@ -335,6 +335,8 @@ fn read(text: &str, lines: &Lines<'_>) -> Result<FileSettings, Vec<Problem>> {
         message: message.to_owned(),
     };
     match table.get("stream") {
+        // Streams made while running: WebSocket channels, mirrored mounts.
+        None if table.contains_key("channels") || table.contains_key("mirror") => {}
         None => problems.push(Problem {
             setting: None,
             place: Place::Top,

@@ -2327,6 +2327,11 @@ fn channels() {
     assert_eq!(c.channels.template.framer, FramerKind::Ogg);
     assert_eq!(c.channels.template.content_type, "audio/webm");
     assert!(c.channels.keys.is_empty());
+    // A server of channels only: no [[stream]] needed (it was refused).
+    let c = ok("listen = \"127.0.0.1:8000\"\n[channels]\nmax_channels = 4\n");
+    assert!(c.streams.is_empty());
+    assert_eq!(c.channels.max_channels, 4);
+    assert!(errs("listen = \"127.0.0.1:8000\"\n").contains("no [[stream]] configured"));
 }
 
 #[test]
