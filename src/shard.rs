@@ -285,6 +285,14 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         Some(r) => r,
         None => return,
     };
+    if req.method == Method::Options && req.path == "*" {
+        // libshout's default TLS mode first asks `OPTIONS *` with `Upgrade:
+        // TLS/1.0`; Icecast closes without an answer and libshout goes on
+        // in plain HTTP on a new connection. A 404 made it give up.
+        log::debug!("OPTIONS * (a TLS upgrade probe) closed unanswered");
+        let _ = tcp.shutdown(std::net::Shutdown::Both).await;
+        return;
+    }
     let set = shard.server.streams();
     if req.path == "/health" && matches!(req.method, Method::Get | Method::Head) {
         shard.stats().status_requests.inc();
@@ -710,8 +718,13 @@ async fn push_source(
         respond_and_close(&mut tcp, &refuse(ingest::Refusal::InUse, &presented.user)).await;
         return;
     }
+    // The mount admits listeners from the claim on: they get this
+    // encoder's icy-* headers from then on, not only once the source
+    // thread takes the connection.
+    stream.set_session_info(Some(accepted.info.clone()));
     // Accepted: answer, then the socket belongs to the source thread.
     let Some(fd) = answer_and_hand_over(&mut tcp, accepted.response()).await else {
+        stream.set_session_info(None);
         stream.release_push();
         return;
     };
