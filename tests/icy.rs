@@ -706,6 +706,17 @@ fn a_push_source_client_sets_the_title_with_its_own_credentials() {
     let mut r = IcyReader::new(2000);
     let mut audio = Vec::new();
     r.next_block(&mut c, &mut audio);
+    // The encoder's ice-name is the mount's icy-name.
+    let later = Client::request(
+        s.addr,
+        "GET /live.mp3 HTTP/1.1\r\nHost: test\r\nIcy-MetaData: 1\r\n\r\n",
+    );
+    assert_eq!(
+        later.header("icy-name").as_deref(),
+        Some("Pushed Show"),
+        "{}",
+        later.head
+    );
     // The encoder's own credentials (source role for this mount).
     assert!(set_title(s.addr, "/live.mp3", "song=Pushed+Title", &dj()).contains(" 200 "));
     wait_title(&mut c, &mut r, &mut audio, b"Pushed Title");
