@@ -713,7 +713,7 @@ impl SourceThread {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .process_group(0);
-                sys::kill_with_parent(&mut cmd);
+                sys::prepare_child(&mut cmd);
                 let mut child = cmd.spawn().map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot start command {program}: {e}"))
                 })?;

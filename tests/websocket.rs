@@ -803,7 +803,6 @@ fn sockets_of(pid: u32) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs server fix: sockets accepted by glommio's direct accept() (no SOCK_CLOEXEC) are inherited by exec source and title commands forked meanwhile; the connection outlives ringcast's close"]
 fn listener_sockets_do_not_leak_into_source_commands() {
     // A source started by its first listener (and stopped by its last): a
     // listener's socket open in the source command would keep the
@@ -843,7 +842,6 @@ fn listener_sockets_do_not_leak_into_source_commands() {
 }
 
 #[test]
-#[ignore = "needs server fix: a listener sent back home while home is still silent (its fallback stopped delivering) gets home's newest frame again (src/listener.rs retarget: next = to.start_frame())"]
 fn a_listener_sent_back_home_gets_no_frame_twice() {
     // /main: 100 frames, then silence. /fb: 600 frames (numbered from
     // 1,000,000), then silence too. The listener goes to /fb after 1 s of
