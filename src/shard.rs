@@ -320,9 +320,15 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         } else {
             Vec::new()
         };
+        let began = sys::thread_cpu_time();
         if let Some(page) = status::page(&shard.server, &set, &req, &rows) {
             shard.stats().status_requests.inc();
             let bytes = page.into_response(req.method == Method::Head);
+            drop(rows);
+            shard
+                .stats()
+                .status_cpu_us
+                .add(sys::thread_cpu_time().saturating_sub(began).as_micros() as u64);
             respond_and_close(&mut tcp, &bytes).await;
             return;
         }
