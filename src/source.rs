@@ -423,7 +423,12 @@ impl SourceThread {
             if push {
                 // A push mount waits for an encoder, whoever listens.
                 match self.stream().take_push() {
-                    Some(conn) => pushed = Some(conn),
+                    Some(conn) => {
+                        if let Some(d) = crate::failpoint::push_take_delay() {
+                            std::thread::sleep(d);
+                        }
+                        pushed = Some(conn)
+                    }
                     None => {
                         self.set_state(SourceState::Idle);
                         self.stream().take_restart();
