@@ -113,6 +113,8 @@ struct Load {
     /// Thread CPU time and wall time at the start of the interval.
     cpu_at: Duration,
     wall_at: Instant,
+    /// The shard's `status_cpu_us` at the start of the interval.
+    status_us_at: u64,
     /// The window now (adaptive mode).
     window: Duration,
     /// Busy fraction of the last interval.
@@ -214,6 +216,7 @@ impl Engine {
             load: Load {
                 cpu_at: sys::thread_cpu_time(),
                 wall_at: Instant::now(),
+                status_us_at: 0,
                 window: Duration::ZERO,
                 busy: 0.0,
             },
@@ -731,8 +734,17 @@ impl Engine {
             return;
         }
         let cpu = sys::thread_cpu_time();
-        let busy = cpu.saturating_sub(self.load.cpu_at).as_secs_f64() / wall.as_secs_f64();
+        // Status pages and listener rows are not delivery work: a poller
+        // must not widen the window (and the latency) of every listener.
+        let status_us = self.server.shard_stats[self.shard].status_cpu_us.get();
+        let aside = Duration::from_micros(status_us.saturating_sub(self.load.status_us_at));
+        let busy = cpu
+            .saturating_sub(self.load.cpu_at)
+            .saturating_sub(aside)
+            .as_secs_f64()
+            / wall.as_secs_f64();
         self.load.cpu_at = cpu;
+        self.load.status_us_at = status_us;
         self.load.wall_at = now;
         self.load.busy = busy;
         self.load.window = next_window(self.load.window, busy, MAX_WINDOW);
@@ -749,8 +761,12 @@ impl Engine {
             slot.expire(Duration::from_secs(5));
             return;
         }
+        let began = sys::thread_cpu_time();
         let rows = self.rows();
         slot.fill(wanted, rows);
+        let st = &self.server.shard_stats[self.shard];
+        st.status_cpu_us
+            .add(sys::thread_cpu_time().saturating_sub(began).as_micros() as u64);
     }
 
     /// Every listener's row.

@@ -548,7 +548,16 @@ impl Listener {
         debug_assert!(self.at_boundary());
         self.release_owned();
         self.stream_id = to.id;
-        self.next = to.start_frame();
+        // A stream that delivers now: from its newest frame (it came after
+        // the listener last left it). A quiet one (a fallback that went
+        // silent too sends its listeners back to a still-silent home): from
+        // its next frame, since its newest may be one the listener already
+        // got there.
+        self.next = if to.live(to.config().fallback_after) {
+            to.start_frame()
+        } else {
+            to.ring.head()
+        };
         self.session_seen = to.session_start();
         self.offset = 0;
         self.header_from = 0;

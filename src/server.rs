@@ -823,7 +823,7 @@ fn check_limits(config: &Config) {
     match sys::raise_memlock_limit() {
         Ok((soft, _)) if soft < memlock_needed(config.cpu_max.max(1)) => {
             log::warn!(
-                "memlock limit is {} KiB, below the {} KiB that {} shard(s) need: io_uring will not start; raise it (LimitMEMLOCK=, ulimit -l) — see tuning.md",
+                "memlock limit is {} KiB, below the {} KiB that {} shard(s) need: io_uring may fail to start; raise it (LimitMEMLOCK=, ulimit -l) — see tuning.md",
                 soft / 1024,
                 memlock_needed(config.cpu_max.max(1)) / 1024,
                 config.cpu_max

@@ -285,6 +285,14 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         Some(r) => r,
         None => return,
     };
+    if req.method == Method::Options && req.path == "*" {
+        // libshout's default TLS mode first asks `OPTIONS *` with `Upgrade:
+        // TLS/1.0`; Icecast closes without an answer and libshout goes on
+        // in plain HTTP on a new connection. A 404 made it give up.
+        log::debug!("OPTIONS * (a TLS upgrade probe) closed unanswered");
+        let _ = tcp.shutdown(std::net::Shutdown::Both).await;
+        return;
+    }
     let set = shard.server.streams();
     if req.path == "/health" && matches!(req.method, Method::Get | Method::Head) {
         shard.stats().status_requests.inc();
@@ -312,12 +320,27 @@ async fn request(shard: Rc<Shard>, mut tcp: TcpStream, kind: ListenerKind) {
         } else {
             Vec::new()
         };
+        let began = sys::thread_cpu_time();
         if let Some(page) = status::page(&shard.server, &set, &req, &rows) {
             shard.stats().status_requests.inc();
             let bytes = page.into_response(req.method == Method::Head);
+            drop(rows);
+            shard
+                .stats()
+                .status_cpu_us
+                .add(sys::thread_cpu_time().saturating_sub(began).as_micros() as u64);
             respond_and_close(&mut tcp, &bytes).await;
             return;
         }
+    }
+    if req.path.starts_with("/admin/") && set.by_mount(&req.path).is_none() {
+        // An admin command ringcast does not have: 400, as Icecast answers.
+        // libshout's TLS probe (`GET /admin/!POKE` after `OPTIONS *`) takes
+        // that for "plain HTTP here" and goes on; a 404 made it give up.
+        shard.stats().bad_requests.inc();
+        let r = http::simple_response(400, "Bad Request", "", "unrecognised admin command\n");
+        respond_and_close(&mut tcp, &r).await;
+        return;
     }
     let peer = peer.unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     // The seed-004 channel scheme: /CHANNEL/KEY/publish | receive | probe.
@@ -710,8 +733,13 @@ async fn push_source(
         respond_and_close(&mut tcp, &refuse(ingest::Refusal::InUse, &presented.user)).await;
         return;
     }
+    // The mount admits listeners from the claim on: they get this
+    // encoder's icy-* headers from then on, not only once the source
+    // thread takes the connection.
+    stream.set_session_info(Some(accepted.info.clone()));
     // Accepted: answer, then the socket belongs to the source thread.
     let Some(fd) = answer_and_hand_over(&mut tcp, accepted.response()).await else {
+        stream.set_session_info(None);
         stream.release_push();
         return;
     };

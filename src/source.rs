@@ -379,6 +379,12 @@ impl SourceThread {
         &self.ctx.stream
     }
 
+    /// True when someone takes the stream: a listener, or a push
+    /// destination (which takes every frame, listened to here or not).
+    fn wanted(&self) -> bool {
+        self.stream().clients() > 0 || !self.stream().config().destinations.is_empty()
+    }
+
     fn set_state(&self, s: SourceState) {
         self.stream().set_state(s);
         self.ring_bells();
@@ -417,7 +423,12 @@ impl SourceThread {
             if push {
                 // A push mount waits for an encoder, whoever listens.
                 match self.stream().take_push() {
-                    Some(conn) => pushed = Some(conn),
+                    Some(conn) => {
+                        if let Some(d) = crate::failpoint::push_take_delay() {
+                            std::thread::sleep(d);
+                        }
+                        pushed = Some(conn)
+                    }
                     None => {
                         self.set_state(SourceState::Idle);
                         self.stream().take_restart();
@@ -425,7 +436,7 @@ impl SourceThread {
                         continue;
                     }
                 }
-            } else if wait_for_client && self.stream().clients() == 0 {
+            } else if wait_for_client && !self.wanted() {
                 self.set_state(SourceState::Idle);
                 // A reload while idle applies at the next open.
                 self.stream().take_restart();
@@ -466,9 +477,11 @@ impl SourceThread {
                 describe(&self.stream().config().source)
             );
             let began = Instant::now();
+            let frames_before = self.stream().source_stats.frames_in.get();
             let (end, opened) = self.session(opened);
             let how = opened.close();
             self.end_session();
+            let delivered = self.stream().source_stats.frames_in.get() > frames_before;
             let reason = match &end {
                 SessionEnd::Eof => "end of stream".to_string(),
                 SessionEnd::Error(e) => format!("read error: {e}"),
@@ -524,6 +537,19 @@ impl SourceThread {
                     }
                     if began.elapsed() >= BACKOFF_RESET_AFTER {
                         self.backoff = BACKOFF_MIN;
+                    }
+                    // A relay whose upstream delivered and then went away
+                    // tries its list again at once (the next upstream may be
+                    // fine); it backs off only when none answers. A session
+                    // that brought nothing backs off, so an upstream that
+                    // answers and closes cannot make a busy loop.
+                    let relay = matches!(self.stream().config().source, SourceSpec::Relay(_));
+                    if relay && delivered && !matches!(end, SessionEnd::Quiet) {
+                        log::info!(
+                            "source stream={} upstream gone: trying the upstreams again",
+                            self.stream().name
+                        );
+                        continue;
                     }
                     if !self.back_off() {
                         break;
@@ -692,7 +718,7 @@ impl SourceThread {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .process_group(0);
-                sys::kill_with_parent(&mut cmd);
+                sys::prepare_child(&mut cmd);
                 let mut child = cmd.spawn().map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot start command {program}: {e}"))
                 })?;
@@ -764,7 +790,7 @@ impl SourceThread {
                 return (SessionEnd::Restart, opened);
             }
             let relay = matches!(cfg.source, SourceSpec::Relay(_));
-            if relay && cfg.on_demand && self.stream().clients() == 0 {
+            if relay && cfg.on_demand && !self.wanted() {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= cfg.on_demand_idle {
                     return (SessionEnd::Idle, opened);
@@ -772,7 +798,7 @@ impl SourceThread {
             } else {
                 idle_since = None;
             }
-            if cfg.close_idle && self.stream().clients() == 0 {
+            if cfg.close_idle && !self.wanted() {
                 return (SessionEnd::Idle, opened);
             }
             let now = Instant::now();

@@ -424,10 +424,15 @@ figures! {
         /// Status pages (/status, /metrics, ...) answered.
         status_requests: Counter, Unit::Count, "status_requests", "shard_status_requests_total",
             "Status and metrics pages answered.";
+        /// CPU time the shard thread spent building status pages and
+        /// listener rows, in microseconds: left out of its busy fraction, so
+        /// a status poller does not change how frames are gathered.
+        status_cpu_us: Counter, Unit::Count, "status_cpu_us", "shard_status_cpu_microseconds_total",
+            "CPU time spent building status pages and listener rows, in microseconds.";
         /// The shard thread's busy fraction over the last load interval, in
-        /// thousandths.
+        /// thousandths (status work left out).
         busy_permille: Gauge, Unit::Count, "busy_permille", "shard_busy_permille",
-            "CPU time of the shard thread over the last 250 ms, in thousandths.";
+            "CPU time of the shard thread over the last 250 ms, status pages left out, in thousandths.";
         /// The gathering window in force, in microseconds.
         gather_window_us: Gauge, Unit::Count, "gather_window_us", "shard_gather_window_microseconds",
             "How long the shard gathers frames before it sends, in microseconds.";

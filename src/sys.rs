@@ -463,14 +463,54 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
 }
 
-/// Arrange for a command to get SIGKILL if the thread that started it dies, so
-/// a source command never outlives a crashed server.
-pub fn kill_with_parent(cmd: &mut std::process::Command) {
+/// Mark every descriptor from `first` on close-on-exec. Called between
+/// fork and exec: a command must not inherit listener sockets (glommio 0.9
+/// accepts some connections without `SOCK_CLOEXEC`), or a finished
+/// listener's connection stays open in the command and its FIN never comes.
+/// `close_range(.., CLOSE_RANGE_CLOEXEC)` (Linux 5.11); before that, one
+/// `fcntl` per descriptor up to the open-file limit.
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with integer arguments; async-signal-safe.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass; async-signal-safe.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let last = lim.rlim_cur.min(1 << 20) as RawFd;
+    for fd in first..last {
+        // SAFETY: F_SETFD on a descriptor number; EBADF for one that is not
+        // open is ignored. Async-signal-safe.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Prepare a command for the server: it gets SIGKILL if the thread that
+/// started it dies (so a source command never outlives a crashed server),
+/// and it inherits no descriptor but its standard input, output and error.
+pub fn prepare_child(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only calls prctl,
-    // which is async-signal-safe and allocates nothing.
+    // close_range/getrlimit/fcntl, which are async-signal-safe and allocate
+    // nothing. (std's own error pipe is close-on-exec already.)
     unsafe {
-        cmd.pre_exec(set_parent_death_signal);
+        cmd.pre_exec(|| {
+            set_parent_death_signal()?;
+            cloexec_from(3)
+        });
     }
 }
 

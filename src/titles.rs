@@ -89,7 +89,7 @@ fn run_command(stream: Arc<Stream>, words: Vec<String>) {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        sys::kill_with_parent(&mut cmd);
+        sys::prepare_child(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -175,3 +175,55 @@ max_channels = 2
         server.status_json()
     );
 }
+
+/// A listener that came between the encoder's 200 and its source thread
+/// taking the connection was admitted without the encoder's icy-* headers
+/// (they were set by the source thread). The failpoint widens that gap to
+/// a second.
+#[test]
+fn a_listener_right_after_the_encoder_gets_its_icy_headers() {
+    let server = Ringcast::new()
+        .env("RINGCAST_FAILPOINT", "push-take-delay-ms=1000")
+        .config_toml(
+            r#"
+listen = "127.0.0.1:0"
+[[user]]
+name = "enc"
+password = "pw1"
+roles = ["source"]
+[[stream]]
+mount = "/live"
+push = true
+framer = "raw"
+frame_bytes = 100
+"#,
+        )
+        .start();
+    let mut enc = TcpStream::connect(server.addr).unwrap();
+    write!(
+        enc,
+        "PUT /live HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {}\r\nContent-Type: application/octet-stream\r\nIce-Name: Night Shift\r\nIce-Genre: Jazz\r\n\r\n",
+        basic("enc:pw1")
+    )
+    .unwrap();
+    let head = read_head(&mut enc);
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "encoder: {head}");
+    let c = server.get_path("/live");
+    assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "head: {}", c.head);
+    assert_eq!(
+        c.header("icy-name").as_deref(),
+        Some("Night Shift"),
+        "{}",
+        c.head
+    );
+    assert_eq!(c.header("icy-genre").as_deref(), Some("Jazz"), "{}", c.head);
+    // Still before the source thread took the connection.
+    assert_eq!(
+        server
+            .logs
+            .count(|l| l.contains("source connected stream=/live")),
+        0,
+        "the gap was not there: {}",
+        server.logs.dump()
+    );
+}

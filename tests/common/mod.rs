@@ -18,6 +18,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod icecast;
 pub mod ringcast;
 pub mod streams;
 pub mod tempdir;
