@@ -401,7 +401,15 @@ fn fifo_source_keeps_clients_across_writers() {
         assert!(wait_until(WAIT, || writer.is_finished()));
         writer.join().unwrap();
     }
-    assert!(server.logs.count(|l| l.contains("source opened")) >= 2);
+    // The FIFO is reopened after its last writer closed (when the second
+    // writer opened before the first closed, both were one session, and
+    // the reopen comes only now: wait for it, do not look once).
+    server.wait_log_nth(
+        "the FIFO reopened",
+        2,
+        |l| l.contains("source opened"),
+        WAIT,
+    );
 }
 
 #[test]
