@@ -21,10 +21,6 @@
 //! (`SCALEOUT` lines: listeners moved, time to move, origin connections,
 //! time to rejoin); deploy/scale-out.md has them.
 //!
-//! Before the kill the test freezes edge1 (SIGSTOP) until its listeners have
-//! read all it sent: loadgen misses an end of stream that arrives together
-//! with the last bytes (see `drain` and deploy/scale-out.md).
-//!
 //! Needs root (namespaces), `ip`, `ss`, `setpriv`, HAProxy and the loadgen binary (built by
 //! `cargo test --workspace`, or `cargo build -p loadgen`; `RINGCAST_LOADGEN`
 //! names another). Everything it creates is named after its process id and
@@ -451,18 +447,6 @@ impl Haproxy {
             .unwrap_or(0)
     }
 
-    /// Any stats socket command's answer (for failure messages).
-    fn command(&self, cmd: &str) -> String {
-        let Ok(mut s) = UnixStream::connect(&self.socket) else {
-            return String::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = s.write_all(format!("{cmd}\n").as_bytes());
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text
-    }
-
     /// A server's check state (`UP`, `DOWN`, `UP 1/2`, ...).
     fn state(&self, server: &str) -> String {
         self.servers()
@@ -538,36 +522,6 @@ fn close_wait(front: SocketAddr) -> usize {
         .iter()
         .filter(|(_, _, peer)| *peer == front)
         .count()
-}
-
-/// Wait until the listeners HAProxy has on `edge` (its `show sess`) have no
-/// unread bytes and HAProxy none from `edge`, twice in a row; false at the
-/// deadline.
-fn drain(hap: &Haproxy, front: SocketAddr, edge: SocketAddr, deadline: Instant) -> bool {
-    let sess = hap.command("show sess");
-    let ports: Vec<String> = sess
-        .lines()
-        .filter(|l| l.contains(" srv=edge1 "))
-        .filter_map(|l| {
-            let src = l.split_whitespace().find_map(|w| w.strip_prefix("src="))?;
-            Some(src.rsplit(':').next()?.to_string())
-        })
-        .collect();
-    let (front, edge) = (front.to_string(), edge.to_string());
-    let mut zero = 0;
-    poll(deadline, Duration::from_millis(50), || {
-        let unread: u64 = sockets("established")
-            .iter()
-            .filter(|(_, local, peer)| {
-                (*peer == front && ports.iter().any(|p| local.ends_with(&format!(":{p}"))))
-                    || *peer == edge
-            })
-            .map(|(q, _, _)| q)
-            .sum();
-        zero = if unread == 0 { zero + 1 } else { 0 };
-        (zero >= 2).then_some(())
-    })
-    .is_some()
 }
 
 fn origin_config(listen: SocketAddr, loadgen: &Path) -> String {
@@ -799,22 +753,6 @@ fn edges_behind_haproxy_take_over_and_rejoin() {
         hap.sessions("edge2")
     );
     assert!(moved > 0, "leastconn must have given edge1 listeners");
-    // Workaround for a loadgen bug (loadgen/src/clients.rs, read_body): with
-    // edge-triggered epoll it takes a short read for "drained" and waits for
-    // the next event, so a FIN that arrives together with the last data is
-    // never read and that client stays "connected" to a closed socket
-    // forever. Freeze edge1 first (SIGSTOP) until its listeners have read
-    // everything it sent, so that the kill's FIN arrives on its own.
-    let pid = libc::pid_t::try_from(edge1.pid()).unwrap();
-    // SAFETY: kill has no memory effects; `pid` is edge1, our child, not
-    // reaped (it runs until the SIGKILL below).
-    assert_eq!(
-        unsafe { libc::kill(pid, libc::SIGSTOP) },
-        0,
-        "kill -STOP edge1"
-    );
-    let drained = drain(&hap, front, edge_addrs[0], within(Duration::from_secs(10)));
-    eprintln!("scaleout: edge1 frozen; its listeners drained: {drained}");
     let killed = Instant::now();
     edge1.signal("KILL");
     let mut down_after = None;

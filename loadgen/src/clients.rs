@@ -316,6 +316,10 @@ struct Conn {
     /// The socket may have unread bytes (edge-triggered: set by events, cleared by a
     /// short or EAGAIN read).
     readable: bool,
+    /// The peer closed its side (EPOLLRDHUP or a hang-up was reported): a
+    /// short read no longer means drained, so the body is read to its end
+    /// (one event can carry the last bytes and the close together).
+    peer_closed: bool,
     /// In the ready queue already.
     queued: bool,
     /// Ever had a response head.
@@ -601,6 +605,7 @@ pub fn run(cfg: &ClientsConfig, stop: &AtomicBool) -> Result<Report, String> {
             target: (i % cfg.targets.len()) as u16,
             phase: Phase::Idle,
             readable: false,
+            peer_closed: false,
             queued: false,
             ever_headers: false,
             ever_first: false,
@@ -783,6 +788,7 @@ fn start_attempt(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) {
     c.stream_checked = false;
     c.req_off = 0;
     c.readable = false;
+    c.peer_closed = false;
     c.pace_at = 0;
     c.body = Body::UntilClose;
     c.checker = Checker::new(cfg.frame_bytes, sh.sync_limit);
@@ -846,6 +852,7 @@ fn close(c: &mut Conn, sh: &mut Shared) {
     c.deadline = 0;
     c.queued = false;
     c.readable = false;
+    c.peer_closed = false;
 }
 
 /// Counts a failed connection, marks its client failed, and schedules a retry.
@@ -1002,6 +1009,10 @@ fn on_timer(conns: &mut [Conn], i: usize, sh: &mut Shared, t: u64) {
 fn on_event(conns: &mut [Conn], i: usize, bits: u32, sh: &mut Shared) {
     let t = sh.now();
     let c = &mut conns[i];
+    if bits & (sys::EV_RDHUP | sys::EV_ERR) != 0 {
+        // Edge-triggered: this is the only event the close will give.
+        c.peer_closed = true;
+    }
     match c.phase {
         Phase::Connecting => {
             if bits & (sys::EV_OUT | sys::EV_ERR) == 0 {
@@ -1246,7 +1257,7 @@ fn read_body(conns: &mut [Conn], i: usize, sh: &mut Shared) {
                 }
                 turn += n;
                 let c = &mut conns[i];
-                if n < want {
+                if n < want && !c.peer_closed {
                     c.readable = false;
                     break;
                 }

@@ -27,6 +27,9 @@ enum Mode {
     CorruptFifth,
     /// Like Plain, with a 123-byte stream header before the first frame.
     StreamHeader,
+    /// The head and 5 frames in one write, then the close: the client's one
+    /// edge-triggered event carries the bytes and the end together.
+    AllAtOnce,
 }
 
 /// Serves the test stream on `listener` to at most `max_clients` connections, for at
@@ -108,6 +111,14 @@ fn serve_one(mut s: TcpStream, mode: Mode, left: Duration) -> io::Result<()> {
             s.write_all(b"HTTP/1.1 200 OK\r\n\r\n")?;
             source::run(&cfg, &mut Corrupter { out: &mut s, n: 0 }, &stop)?;
         }
+        Mode::AllAtOnce => {
+            cfg.rate = 0;
+            cfg.duration = None;
+            cfg.frames = Some(5);
+            let mut all = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+            source::run(&cfg, &mut all, &stop)?;
+            s.write_all(&all)?;
+        }
     }
     Ok(())
 }
@@ -153,6 +164,16 @@ impl Write for Corrupter<'_> {
 
 /// Starts a server in `mode` and runs `n` clients with `mix` against it for `secs`.
 fn run_against(mode: Mode, n: usize, mix: &str, secs: f64) -> Report {
+    run_with(mode, n, mix, secs, |_| {})
+}
+
+fn run_with(
+    mode: Mode,
+    n: usize,
+    mix: &str,
+    secs: f64,
+    adjust: impl FnOnce(&mut ClientsConfig),
+) -> Report {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let serve_for = Duration::from_secs_f64(secs + 2.0);
@@ -168,6 +189,7 @@ fn run_against(mode: Mode, n: usize, mix: &str, secs: f64) -> Report {
     cfg.mix = parse::mix(mix, RATE).unwrap();
     cfg.frame_bytes = Some(FRAME as u32);
     cfg.reconnect_after = Duration::from_millis(600);
+    adjust(&mut cfg);
     let report = clients::run(&cfg, &AtomicBool::new(false)).expect("clients run");
     done.store(true, Ordering::Relaxed);
     server.join().unwrap();
@@ -219,6 +241,31 @@ fn stream_header_is_skipped_once_per_connection() {
     assert_eq!(r.frames.corrupt, 0, "{r:#?}");
     assert_eq!(r.data.leading_bytes, 10 * 123);
     assert!(r.passed);
+}
+
+/// A response and its close that arrive together (one write, then the
+/// close): the client must read to the end and come back, not take the
+/// short read for "drained" and sit on a closed socket for the rest of the
+/// run (seen behind HAProxy, which forwards an edge's last bytes and its
+/// close at once: clients stuck in CLOSE-WAIT never reconnected).
+#[test]
+fn a_close_that_comes_with_the_last_bytes_is_seen() {
+    let r = run_with(Mode::AllAtOnce, 4, "fast=1", 2.0, |c| {
+        c.retry_delay = Duration::from_millis(50)
+    });
+    eprint!("{}", r.human());
+    assert_eq!(r.frames.corrupt, 0, "{r:#?}");
+    // Each connection ends after 5 frames and its client connects again
+    // 50 ms later: dozens of connections, every one's end seen but the (at
+    // most one per client) still open when the run ends; the test server
+    // stops accepting after 140, so the rest fail to connect. A client that
+    // missed a close would sit on it to the end (4 attempts in all).
+    let k = &r.connections;
+    assert!(k.attempts >= 20, "{r:#?}");
+    assert!(
+        k.closed_early + k.connect_failed + 4 >= k.attempts,
+        "{r:#?}"
+    );
 }
 
 #[test]
