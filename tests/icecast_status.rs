@@ -12,9 +12,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Command;
 
-use common::icecast::{Feeder, Icecast, SOURCE_PASSWORD};
+use common::icecast::{feed_mp3_to, Feeder, Icecast, SOURCE_PASSWORD};
 use common::{require_all, wait_until, Client, Ringcast, Server, WAIT};
 use serde_json::Value;
 use support::*;
@@ -149,24 +148,18 @@ fn compare(phase: &str, ice: &Value, ours: &Value) -> Vec<String> {
 
 /// The same FFmpeg source for both servers.
 fn feed(url: &str) -> Feeder {
-    Feeder::start(
-        Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args([
-                "-ac",
-                "2",
-                "-c:a",
-                "libmp3lame",
-                "-b:a",
-                "128k",
-                "-f",
-                "mp3",
-            ])
-            .args(["-content_type", "audio/mpeg", "-ice_name", "Test Station"])
-            .args(["-ice_description", "A test stream", "-ice_genre", "Jazz"])
-            .args(["-ice_url", "http://radio.example/"])
-            .arg(url),
+    feed_mp3_to(
+        url,
+        &[
+            "-ice_name",
+            "Test Station",
+            "-ice_description",
+            "A test stream",
+            "-ice_genre",
+            "Jazz",
+            "-ice_url",
+            "http://radio.example/",
+        ],
     )
 }
 

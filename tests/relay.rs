@@ -41,7 +41,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ::ringcast::framing::mp3_frame_len;
-use common::icecast::{self, Feeder, Icecast};
+use common::icecast::{self, feed_mp3_to, Icecast};
 use common::*;
 use serde_json::Value;
 
@@ -581,28 +581,10 @@ push = true
 "#
         ))
         .start();
-    let _encoder = Feeder::start(Command::new("ffmpeg").args([
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-ac",
-        "2",
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        "128k",
-        "-f",
-        "mp3",
-        "-content_type",
-        "audio/mpeg",
+    let _encoder = feed_mp3_to(
         &format!("icecast://source:sourcepw@{}/live.mp3", origin.addr),
-    ]));
+        &[],
+    );
     wait_status(&origin, "/live.mp3", "fed by ffmpeg", |s| {
         s["source_connected"] == true && s["frames_in"].as_u64() > Some(10)
     });
@@ -1614,28 +1596,10 @@ retry_limit = 2
             icecast::SOURCE_PASSWORD
         ))
         .start();
-    let _encoder = Feeder::start(Command::new("ffmpeg").args([
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-ac",
-        "2",
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        "128k",
-        "-f",
-        "mp3",
-        "-content_type",
-        "audio/mpeg",
+    let _encoder = feed_mp3_to(
         &format!("icecast://source:sourcepw@{}/live.mp3", pusher.addr),
-    ]));
+        &[],
+    );
     for url in [&ice_url, &target_url] {
         let d = wait_destination(&pusher, "/live.mp3", url, "active and sending", |d| {
             d["state"] == "active" && d["bytes_out"].as_u64() > Some(20_000)

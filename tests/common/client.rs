@@ -186,6 +186,22 @@ impl Client {
 /// asks for `/` with HTTP/1.0 and returns the socket after checking that
 /// the response head is a 200. Reads time out after [`WAIT`].
 pub fn small_window_listener(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
+    let mut s = small_window_socket(addr, rcvbuf);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).expect("response head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.0 200"), "{head:?}");
+    s
+}
+
+/// A TCP connection to `addr` (IPv4) whose receive buffer is `rcvbuf`
+/// bytes, set before the connect so the window is small from the start.
+pub fn small_window_socket(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
     let SocketAddr::V4(v4) = addr else {
         panic!("IPv4 only")
     };
@@ -218,15 +234,5 @@ pub fn small_window_listener(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
         fd
     };
     // SAFETY: `fd` is a connected socket nobody else owns.
-    let mut s = unsafe { TcpStream::from_raw_fd(fd) };
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).expect("response head");
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.0 200"), "{head:?}");
-    s
+    unsafe { TcpStream::from_raw_fd(fd) }
 }

@@ -420,28 +420,7 @@ impl Icecast {
     /// time (`-re`), pushed to [`Icecast::source_url`]. Needs `ffmpeg`;
     /// killed when the [`Feeder`] is dropped.
     pub fn feed_mp3(&self, mount: &str) -> Feeder {
-        Feeder::start(Command::new("ffmpeg").args([
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            "-f",
-            "mp3",
-            "-content_type",
-            "audio/mpeg",
-            &self.source_url(mount),
-        ]))
+        feed_mp3_to(&self.source_url(mount), &[])
     }
 
     /// Kill it (SIGKILL, by its process id) and reap it.
@@ -464,6 +443,39 @@ impl Drop for Icecast {
             );
         }
     }
+}
+
+/// FFmpeg pushing a 440 Hz tone as 128 kbit/s MP3 in real time (`-re`) to
+/// an `icecast://user:password@host:port/mount` URL (Icecast or a ringcast
+/// push mount), with `extra` arguments before the URL (`-ice_name`, ...).
+/// Needs `ffmpeg`; killed when the [`Feeder`] is dropped.
+pub fn feed_mp3_to(url: &str, extra: &[&str]) -> Feeder {
+    Feeder::start(
+        Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=44100",
+                "-ac",
+                "2",
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                "-f",
+                "mp3",
+                "-content_type",
+                "audio/mpeg",
+            ])
+            .args(extra)
+            .arg(url),
+    )
 }
 
 /// A helper process (an encoder feeding a server); killed by its process id

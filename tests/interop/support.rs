@@ -8,11 +8,10 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{check_raw_frame, Client, Server, WAIT};
+use crate::common::{check_raw_frame, small_window_socket, Client, Server, WAIT};
 
 /// Raw test frames (the format of `common::RAW_GEN`, checked by
 /// `check_raw_frame`): `SIZE RATE COUNT START`: frames START, START+1, ...
@@ -393,39 +392,7 @@ impl Slow {
     /// Connect with a receive buffer of `rcvbuf` bytes set before the
     /// connect, send `request`, read the head.
     pub fn connect(addr: SocketAddr, rcvbuf: i32, request: &[u8]) -> Slow {
-        let SocketAddr::V4(v4) = addr else {
-            panic!("IPv4 only")
-        };
-        // SAFETY: plain socket calls on a descriptor this function owns; the
-        // sockaddr is built for AF_INET and passed with its size.
-        let fd = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            assert!(fd >= 0);
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &rcvbuf as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*v4.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let rc = libc::connect(
-                fd,
-                &sin as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-            fd
-        };
-        // SAFETY: `fd` is a connected socket nobody else owns.
-        let mut stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let mut stream = small_window_socket(addr, rcvbuf);
         stream.write_all(request).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut head = Vec::new();
