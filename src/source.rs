@@ -381,8 +381,8 @@ impl SourceThread {
 
     /// True when someone takes the stream: a listener, or a push
     /// destination (which takes every frame, listened to here or not).
-    fn wanted(&self) -> bool {
-        self.stream().clients() > 0 || !self.stream().config().destinations.is_empty()
+    fn wanted(&self, cfg: &crate::config::StreamConfig) -> bool {
+        self.stream().clients() > 0 || !cfg.destinations.is_empty()
     }
 
     fn set_state(&self, s: SourceState) {
@@ -436,7 +436,7 @@ impl SourceThread {
                         continue;
                     }
                 }
-            } else if wait_for_client && !self.wanted() {
+            } else if wait_for_client && !self.wanted(&self.stream().config()) {
                 self.set_state(SourceState::Idle);
                 // A reload while idle applies at the next open.
                 self.stream().take_restart();
@@ -790,7 +790,7 @@ impl SourceThread {
                 return (SessionEnd::Restart, opened);
             }
             let relay = matches!(cfg.source, SourceSpec::Relay(_));
-            if relay && cfg.on_demand && !self.wanted() {
+            if relay && cfg.on_demand && !self.wanted(&cfg) {
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= cfg.on_demand_idle {
                     return (SessionEnd::Idle, opened);
@@ -798,7 +798,7 @@ impl SourceThread {
             } else {
                 idle_since = None;
             }
-            if cfg.close_idle && !self.wanted() {
+            if cfg.close_idle && !self.wanted(&cfg) {
                 return (SessionEnd::Idle, opened);
             }
             let now = Instant::now();

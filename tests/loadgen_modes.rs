@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use loadgen::clients::{self, ClientsConfig, LiveCounts};
 use loadgen::http::parse_url;
 use loadgen::source::{self, SourceConfig};
@@ -121,7 +120,7 @@ fn percent_encode(s: &str) -> String {
 /// `GET /admin/metadata?mount=/live&mode=updinfo&song=...&charset=UTF-8` with the admin's
 /// credentials; returns the status line and body.
 fn set_title(server: &common::Server, song: &str) -> (String, String) {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1));
+    let auth = common::basic_auth(ADMIN.0, ADMIN.1);
     let mut c = server.request(&format!(
         "GET /admin/metadata?mount=%2Flive&mode=updinfo&song={}&charset=UTF-8 HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\n\r\n",
         percent_encode(song)

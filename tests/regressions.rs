@@ -3,57 +3,46 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `user:password` as an HTTP Basic credential.
-fn basic(user_pass: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = user_pass.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
+/// A server with one raw push mount `/live` (user `enc`, password `pw1`).
+fn push_server(extra: &str, env: Option<(&str, &str)>) -> Server {
+    let mut r = Ringcast::new();
+    if let Some((k, v)) = env {
+        r = r.env(k, v);
     }
-    out
+    r.config_toml(format!(
+        "listen = \"127.0.0.1:0\"\n[[user]]\nname = \"enc\"\npassword = \"pw1\"\nroles = [\"source\"]\n\
+         [[stream]]\nmount = \"/live\"\npush = true\nframer = \"raw\"\nframe_bytes = 100\n{extra}"
+    ))
+    .start()
 }
 
-/// Read until `\r\n\r\n`; the head as text.
-fn read_head(s: &mut TcpStream) -> String {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            Ok(_) => break,
-            Err(e) => panic!("reading a response head: {e} (after {head:?})"),
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
+/// An encoder's `PUT /live` with `headers`; the client after a checked 200.
+fn push_encoder(server: &Server, headers: &str) -> Client {
+    let enc = server.request(&format!(
+        "PUT /live HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {}\r\nContent-Type: application/octet-stream\r\n{headers}\r\n",
+        basic_auth("enc", "pw1")
+    ));
+    assert!(
+        enc.status_line().starts_with("HTTP/1.0 200 OK"),
+        "encoder: {}",
+        enc.head
+    );
+    enc
 }
 
-/// A WebSocket handshake on `path`; the response head.
-fn ws_connect(addr: SocketAddr, path: &str) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+/// A WebSocket handshake on `path` (the response head read, whatever it is).
+fn ws_connect(addr: std::net::SocketAddr, path: &str) -> Client {
+    Client::request(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
     )
-    .unwrap();
-    let head = read_head(&mut s);
-    (s, head)
 }
 
 /// The figure `key` of stream `name` in /status.
@@ -72,32 +61,8 @@ fn stream_figure(server: &Server, name: &str, key: &str) -> Option<serde_json::V
 /// come.
 #[test]
 fn a_push_mount_with_a_quiet_encoder_admits_listeners() {
-    let server = Ringcast::new()
-        .config_toml(
-            r#"
-listen = "127.0.0.1:0"
-[[user]]
-name = "enc"
-password = "pw1"
-roles = ["source"]
-[[stream]]
-mount = "/live"
-push = true
-framer = "raw"
-frame_bytes = 100
-fallback_after = "1s"
-"#,
-        )
-        .start();
-    let mut enc = TcpStream::connect(server.addr).unwrap();
-    write!(
-        enc,
-        "PUT /live HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {}\r\nContent-Type: application/octet-stream\r\n\r\n",
-        basic("enc:pw1")
-    )
-    .unwrap();
-    let head = read_head(&mut enc);
-    assert!(head.starts_with("HTTP/1.0 200 OK"), "encoder: {head}");
+    let server = push_server("fallback_after = \"1s\"\n", None);
+    let mut enc = push_encoder(&server, "");
     // Quiet for longer than fallback_after, with the mount held.
     assert!(
         wait_until(WAIT, || stream_figure(&server, "/live", "uptime_s")
@@ -109,7 +74,7 @@ fallback_after = "1s"
     let mut c = server.get_path("/live");
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "head: {}", c.head);
     for n in 0..40 {
-        enc.write_all(&raw_frame(n, 100)).unwrap();
+        enc.stream.write_all(&raw_frame(n, 100)).unwrap();
     }
     let got = raw_frames(&c.read_body(300, WAIT), 100).unwrap();
     assert_consecutive(&got, "after the quiet start");
@@ -129,13 +94,21 @@ max_channels = 1
 "#,
         )
         .start();
-    let (_first, head) = ws_connect(server.addr, "/one/key1/publish");
-    assert!(head.starts_with("HTTP/1.1 101"), "first publisher: {head}");
+    let first = ws_connect(server.addr, "/one/key1/publish");
+    assert!(
+        first.status_line().starts_with("HTTP/1.1 101"),
+        "first publisher: {}",
+        first.head
+    );
     let asked = Instant::now();
-    let (_second, head) = ws_connect(server.addr, "/two/key2/publish");
+    let second = ws_connect(server.addr, "/two/key2/publish");
     let took = asked.elapsed();
     eprintln!("refusal took {took:?}");
-    assert!(head.starts_with("HTTP/1.1 503"), "second channel: {head}");
+    assert!(
+        second.status_line().starts_with("HTTP/1.1 503"),
+        "second channel: {}",
+        second.head
+    );
     // The main thread answers in milliseconds; the shard's own deadline
     // (10 s) is what a lost request would cost.
     assert!(took < Duration::from_secs(5), "the refusal took {took:?}");
@@ -154,16 +127,18 @@ max_channels = 2
 "#,
         )
         .start();
-    let (mut s, head) = ws_connect(server.addr, "/big/key1/publish");
-    assert!(head.starts_with("HTTP/1.1 101"), "publisher: {head}");
+    let mut s = ws_connect(server.addr, "/big/key1/publish");
+    assert!(
+        s.status_line().starts_with("HTTP/1.1 101"),
+        "publisher: {}",
+        s.head
+    );
     // A masked binary frame that says it carries 16 MiB.
     let mut f = vec![0x82, 0x80 | 127];
     f.extend_from_slice(&(16u64 << 20).to_be_bytes());
     f.extend_from_slice(&[1, 2, 3, 4]);
-    s.write_all(&f).unwrap();
-    let mut got = Vec::new();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let _ = s.read_to_end(&mut got);
+    s.stream.write_all(&f).unwrap();
+    let got = s.read_to_eof(WAIT);
     assert_eq!(got, [0x88, 0x02, 0x03, 0xf1], "a close frame with 1009");
     assert!(
         wait_until(WAIT, || stream_figure(
@@ -182,32 +157,8 @@ max_channels = 2
 /// a second.
 #[test]
 fn a_listener_right_after_the_encoder_gets_its_icy_headers() {
-    let server = Ringcast::new()
-        .env("RINGCAST_FAILPOINT", "push-take-delay-ms=1000")
-        .config_toml(
-            r#"
-listen = "127.0.0.1:0"
-[[user]]
-name = "enc"
-password = "pw1"
-roles = ["source"]
-[[stream]]
-mount = "/live"
-push = true
-framer = "raw"
-frame_bytes = 100
-"#,
-        )
-        .start();
-    let mut enc = TcpStream::connect(server.addr).unwrap();
-    write!(
-        enc,
-        "PUT /live HTTP/1.1\r\nHost: test\r\nAuthorization: Basic {}\r\nContent-Type: application/octet-stream\r\nIce-Name: Night Shift\r\nIce-Genre: Jazz\r\n\r\n",
-        basic("enc:pw1")
-    )
-    .unwrap();
-    let head = read_head(&mut enc);
-    assert!(head.starts_with("HTTP/1.0 200 OK"), "encoder: {head}");
+    let server = push_server("", Some(("RINGCAST_FAILPOINT", "push-take-delay-ms=1000")));
+    let _enc = push_encoder(&server, "Ice-Name: Night Shift\r\nIce-Genre: Jazz\r\n");
     let c = server.get_path("/live");
     assert_eq!(c.status_line(), "HTTP/1.1 200 OK", "head: {}", c.head);
     assert_eq!(

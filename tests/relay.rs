@@ -186,11 +186,9 @@ fn exchange(addr: SocketAddr, request: &str) -> (String, String) {
     )
 }
 
-/// `GET path` with Basic credentials `user:password` (base64 by hand: no
-/// test dependency for it).
+/// `GET path` with Basic credentials `user:password`.
 fn get_with_auth(addr: SocketAddr, path: &str, user: &str, password: &str) -> (String, String) {
-    use base64::Engine as _;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let token = basic_auth(user, password);
     exchange(
         addr,
         &format!("GET {path} HTTP/1.0\r\nHost: test\r\nAuthorization: Basic {token}\r\n\r\n"),

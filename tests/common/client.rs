@@ -236,3 +236,9 @@ pub fn small_window_socket(addr: SocketAddr, rcvbuf: i32) -> TcpStream {
     // SAFETY: `fd` is a connected socket nobody else owns.
     unsafe { TcpStream::from_raw_fd(fd) }
 }
+
+/// The token of an `Authorization: Basic` header for `user:password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}

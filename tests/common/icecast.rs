@@ -299,14 +299,13 @@ impl Icecast {
     /// A whole small response to `GET path` with optional Basic
     /// credentials: (status code, body); `None` when it does not answer.
     fn try_get_auth(&self, path: &str, auth: Option<(&str, &str)>) -> Option<(u16, String)> {
-        use base64::Engine as _;
         use std::io::{Read, Write};
         let mut s =
             std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
         if let Some((u, p)) = auth {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            let token = super::basic_auth(u, p);
             req.push_str(&format!("Authorization: Basic {token}\r\n"));
         }
         req.push_str("\r\n");

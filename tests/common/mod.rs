@@ -26,7 +26,7 @@ pub mod tools;
 
 use std::time::{Duration, Instant};
 
-pub use client::{small_window_listener, small_window_socket, Client};
+pub use client::{basic_auth, small_window_listener, small_window_socket, Client};
 pub use ringcast::{binary, status_json, ClientEnd, Logs, Ringcast, Server};
 pub use streams::*;
 pub use tempdir::TempDir;

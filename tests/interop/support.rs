@@ -80,10 +80,9 @@ pub fn pct(bytes: &[u8]) -> String {
 
 /// `Authorization: Basic ...` for user:password.
 pub fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
     format!(
         "Authorization: Basic {}\r\n",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        crate::common::basic_auth(user, password)
     )
 }
 
